@@ -1,0 +1,303 @@
+"""Synthetic total-body PET phantoms in the raw dataset format (see ``raw_dataset``).
+
+    python -m petseg_jax.data.phantom --out runs/raw --cases 10 --seed 0
+
+Each case is one synthetic subject (:mod:`phantom_anatomy`: body, 23 organs and unlabeled
+tissue, head to upper thighs), a tracer biodistribution (:mod:`phantom_uptake`) and a scan at a
+center (:mod:`phantom_scanner`: PSF, attenuation, Poisson counts divided by the dose reduction
+factor, AC or NAC). Images are float32 Bq/ml with the patient weight and injected activity in
+``metadata.csv`` (SUV computable); labels come from the anatomy itself, never from the image.
+The design and the uptake table are described in BUILD_NOTES.md ("Synthetic phantom").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import zlib
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from petseg_jax.data.phantom_anatomy import ORGANS, TISSUES, Anatomy, Grid
+from petseg_jax.data.phantom_scanner import CENTERS, Center, gaussian_blur, simulate_scan
+from petseg_jax.data.phantom_uptake import COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, suv_volume
+from petseg_jax.data.raw_dataset import (
+    DATASET_JSON, IMAGES_DIR, LABELS_DIR, METADATA_CSV, CaseMetadata, RawDatasetError,
+    canonical_tracer, image_file, label_file, save_nifti, write_dataset_json, write_metadata_csv)
+from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema
+
+MARKER = "phantom.json"
+DEFAULT_TRACER_MIX = {"FDG": 0.4, "PSMA": 0.15, "DOTATATE": 0.15, "FAPI": 0.15,
+                      "Grazytracer": 0.15}
+DEFAULT_DOSE_FACTORS = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)
+TEXTURE_SCALE_MM = 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomCase:
+    image: np.ndarray  # float32 (X, Y, Z), Bq/ml
+    labels: np.ndarray  # uint8 (X, Y, Z), schema ids
+    affine: np.ndarray  # 4x4 RAS
+    metadata: CaseMetadata
+
+
+def organ_lut(schema: LabelSchema) -> np.ndarray:
+    """Tissue code -> schema label id (tissues of organs outside the schema -> 0)."""
+    unknown = [n for n in schema.names if n not in ORGANS]
+    if unknown:
+        raise ValueError(f"the phantom cannot draw organ(s) {unknown}; it knows "
+                         f"{sorted(ORGANS)}")
+    return np.array([schema.id_of(t.organ) if t.organ in schema.names else 0 for t in TISSUES],
+                    np.uint8)
+
+
+def _center(name: str) -> Center:
+    try:
+        return CENTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown center {name!r} (known: {', '.join(CENTERS)})") from None
+
+
+def _texture_field(shape, spacing, rng: np.random.Generator) -> np.ndarray:
+    field = gaussian_blur(rng.standard_normal(shape, np.float32), TEXTURE_SCALE_MM * 2.355,
+                          spacing)
+    return field / np.float32(field.std() + 1e-12)
+
+
+def generate_case(seed: int, tracer: str = "FDG", center: str = "center_a",
+                  dose_reduction_factor: float = 1.0, attenuation_corrected: bool = True,
+                  spacing_mm: float | Sequence[float] | None = None,
+                  schema: LabelSchema = DEFAULT_SCHEMA, case_id: str = "phantom") -> PhantomCase:
+    """One synthetic case. The anatomy (hence the labels) depends only on ``seed`` and the
+    grid spacing; uptake on ``tracer``; noise on the dose factor and AC/NAC as well."""
+    tracer = canonical_tracer(tracer)
+    site = _center(center)
+    k = float(dose_reduction_factor)
+    if not k >= 1:
+        raise ValueError(f"dose_reduction_factor must be >= 1, got {dose_reduction_factor}")
+    if spacing_mm is None:
+        spacing = site.spacing
+    else:
+        spacing = tuple(float(s) for s in np.broadcast_to(spacing_mm, 3))
+    anatomy = Anatomy(seed)
+    grid = Grid.covering(*anatomy.field_of_view(), spacing)
+    tissue = anatomy.render(grid)
+    labels = organ_lut(schema)[tissue]
+
+    keys = [t.uptake for t in TISSUES]
+    tag = zlib.crc32(tracer.encode())
+    suv = case_suv(tracer, np.random.default_rng([seed, 1, tag]))
+    field = _texture_field(grid.shape, spacing, np.random.default_rng([seed, 2]))
+    act_rng = np.random.default_rng([seed, 3, tag])
+    injected_bq = float(INJECTED_MBQ_PER_KG[tracer] * anatomy.weight_kg * 1e6
+                        * np.exp(0.1 * act_rng.standard_normal()))
+    activity = suv_volume(tissue, keys, suv, field) * np.float32(
+        injected_bq / (anatomy.weight_kg * 1000.0))  # SUV -> Bq/ml (1 g/ml)
+    mu = np.array([t.mu for t in TISSUES], np.float32)[tissue]
+    noise_rng = np.random.default_rng([seed, 4, tag, int(round(k * 1000)),
+                                       int(attenuation_corrected)])
+    image = simulate_scan(activity, mu, spacing, site, k, attenuation_corrected,
+                          COUNT_YIELD[tracer], noise_rng)
+    meta = CaseMetadata(case_id, tracer, site.name, k, bool(attenuation_corrected), None,
+                        anatomy.weight_kg, round(injected_bq), "Bq/ml")
+    return PhantomCase(image, labels, grid.affine, meta)
+
+
+# ----------------------------------------------------------------------------- dataset plan
+
+@dataclasses.dataclass(frozen=True)
+class CasePlan:
+    case_id: str
+    seed: int
+    tracer: str
+    center: str
+    dose_reduction_factor: float
+    attenuation_corrected: bool
+    split: str
+
+
+def _allocate(n: int, weights: Mapping[str, float] | Mapping[float, float]) -> list:
+    """``n`` items split by weight (largest remainder); each key gets one first when n allows."""
+    keys = [k for k, w in weights.items() if w > 0]
+    total = sum(weights[k] for k in keys)
+    base = dict.fromkeys(keys, 1) if n >= len(keys) else dict.fromkeys(keys, 0)
+    rest = n - sum(base.values())
+    quota = {k: rest * weights[k] / total for k in keys}
+    counts = {k: base[k] + math.floor(quota[k]) for k in keys}
+    order = sorted(keys, key=lambda k: (quota[k] - math.floor(quota[k]), weights[k]),
+                   reverse=True)
+    for k in order[:n - sum(counts.values())]:
+        counts[k] += 1
+    return [k for k in keys for _ in range(counts[k])]
+
+
+def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_MIX,
+               centers: Sequence[str] = tuple(CENTERS),
+               dose_factors: Sequence[float] = DEFAULT_DOSE_FACTORS,
+               nac_fraction: float = 0.2, test_fraction: float = 0.2,
+               val_fraction: float = 0.1) -> list[CasePlan]:
+    """Deterministic case attributes and splits.
+
+    Tracers follow the weights, centers are balanced, half the cases are full dose (when 1 is
+    among ``dose_factors``; the other factors share the rest), ``nac_fraction`` are NAC. Every
+    tracer with >= 2 cases has held-out test cases (about ``test_fraction``), and its first test
+    case is full-dose AC when such cases are allowed (the demo is judged on full-dose AC FDG
+    test cases); validation cases are drawn from the rest, keeping >= 1 train case per tracer.
+    """
+    if n < 1:
+        raise ValueError("--cases must be >= 1")
+    rng = np.random.default_rng([seed, 0x5EED])
+    tracer_of = rng.permutation(_allocate(n, {canonical_tracer(t): w
+                                              for t, w in tracers.items()}))
+    center_of = rng.permutation(_allocate(n, dict.fromkeys(map(str, centers), 1.0)))
+    factors = sorted({float(f) for f in dose_factors})
+    weights = {f: 1.0 for f in factors}
+    if 1.0 in weights and len(factors) > 1:
+        weights = {f: 0.5 if f == 1.0 else 0.5 / (len(factors) - 1) for f in factors}
+    k_of = list(rng.permutation(_allocate(n, weights)))
+    n_nac = int(round(nac_fraction * n))
+    ac_of = list(rng.permutation([False] * n_nac + [True] * (n - n_nac)))
+
+    split = ["train"] * n
+    forced: set[int] = set()
+    for tracer in dict.fromkeys(tracer_of):
+        idx = [int(i) for i in rng.permutation(np.flatnonzero(tracer_of == tracer))]
+        if len(idx) < 2:
+            continue
+        n_test = max(1, int(round(test_fraction * len(idx))))
+        for i in idx[:n_test]:
+            split[i] = "test"
+        first = idx[0]
+        forced.add(first)
+        for values, wanted in ((k_of, 1.0), (ac_of, True)):
+            if values[first] != wanted and wanted in values:
+                donor = next((j for j in range(n) if values[j] == wanted and j not in forced),
+                             None)
+                if donor is None:
+                    values[first] = wanted
+                else:
+                    values[first], values[donor] = values[donor], values[first]
+    n_val = int(round(val_fraction * n)) if n >= 5 else 0
+    for i in rng.permutation(n):
+        if n_val == 0:
+            break
+        same = [j for j in range(n) if tracer_of[j] == tracer_of[i] and split[j] == "train"]
+        if split[i] == "train" and len(same) > 1:
+            split[i] = "val"
+            n_val -= 1
+    return [CasePlan(f"phantom_{i:04d}", int(np.random.SeedSequence([seed, i]).generate_state(1)[0]),
+                     str(tracer_of[i]), str(center_of[i]), float(k_of[i]), bool(ac_of[i]),
+                     split[i]) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_case(out: Path, plan: CasePlan, spacing_mm: float | None,
+               schema: LabelSchema = DEFAULT_SCHEMA) -> CaseMetadata:
+    """Generate one planned case and write its image and label files (atomically)."""
+    case = generate_case(plan.seed, plan.tracer, plan.center, plan.dose_reduction_factor,
+                         plan.attenuation_corrected, spacing_mm, schema, plan.case_id)
+    save_nifti(image_file(out, plan.case_id), case.image, case.affine)
+    save_nifti(label_file(out, plan.case_id), case.labels, case.affine)
+    return dataclasses.replace(case.metadata, split=plan.split)
+
+
+def _prepare_out(out: Path, overwrite: bool, marker: dict) -> None:
+    """Refuse foreign non-empty folders; mark the dataset incomplete until it is finished."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
+        raise RawDatasetError(f"{out} is not empty and is not a phantom dataset (no {MARKER}); "
+                              "choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (DATASET_JSON, METADATA_CSV):
+        (out / name).unlink(missing_ok=True)
+    for sub in (IMAGES_DIR, LABELS_DIR):
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir()
+    (out / MARKER).write_text(json.dumps(marker, indent=1))
+
+
+def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float | None = None,
+                  workers: int = 1, overwrite: bool = False, marker: dict | None = None) -> Path:
+    """Write all planned cases, then metadata.csv, then dataset.json (the completion mark)."""
+    out = Path(out)
+    _prepare_out(out, overwrite, marker or {"generator": __name__})
+    bar = tqdm(total=len(plans), desc="phantom", unit="case")
+    if workers <= 1:
+        rows = []
+        for plan in plans:
+            rows.append(write_case(out, plan, spacing_mm))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(write_case, out, plan, spacing_mm) for plan in plans]
+            for f in futures:
+                f.add_done_callback(lambda _: bar.update())
+            rows = [f.result() for f in futures]
+    bar.close()
+    write_metadata_csv(out, rows)
+    write_dataset_json(out, DEFAULT_SCHEMA, len(rows), name="petseg_jax synthetic PET phantom")
+    return out
+
+
+def _tracer_weights(items: Sequence[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        name, _, w = item.partition(":")
+        weights[canonical_tracer(name)] = float(w) if w else 1.0
+    return weights
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m petseg_jax.data.phantom", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="raw dataset folder to write")
+    ap.add_argument("--cases", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tracers", nargs="+", metavar="NAME[:WEIGHT]",
+                    help="tracer mix (default FDG:0.4 and 0.15 each for PSMA, DOTATATE, FAPI, "
+                         "Grazytracer)")
+    ap.add_argument("--centers", nargs="+", default=list(CENTERS), choices=list(CENTERS))
+    ap.add_argument("--dose-reduction-factors", nargs="+", type=float,
+                    default=list(DEFAULT_DOSE_FACTORS), metavar="K",
+                    help="dose reduction factors (1 = full dose; half the cases get 1)")
+    ap.add_argument("--nac-fraction", type=float, default=0.2,
+                    help="fraction of non-attenuation-corrected cases")
+    ap.add_argument("--spacing", type=float, default=None, metavar="MM",
+                    help="isotropic voxel spacing (default: each center's own grid)")
+    ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--workers", type=int, default=1, help="parallel processes")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="write into a non-empty folder that is not a phantom dataset "
+                         "(replaces its imagesTr/, labelsTr/, dataset.json, metadata.csv)")
+    args = ap.parse_args(argv)
+    try:
+        tracers = _tracer_weights(args.tracers) if args.tracers else DEFAULT_TRACER_MIX
+        if any(k < 1 for k in args.dose_reduction_factors):
+            raise ValueError("dose reduction factors must be >= 1")
+        if not 0 <= args.nac_fraction <= 1:
+            raise ValueError("--nac-fraction must be in [0, 1]")
+        plans = plan_cases(args.cases, args.seed, tracers, args.centers,
+                           args.dose_reduction_factors, args.nac_fraction, args.test_fraction,
+                           args.val_fraction)
+        marker = {"generator": __name__, "argv": list(sys.argv[1:] if argv is None else argv)}
+        write_dataset(args.out, plans, args.spacing, args.workers, args.overwrite, marker)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    counts = {s: sum(p.split == s for p in plans) for s in ("train", "val", "test")}
+    print(f"wrote {len(plans)} cases to {args.out} ({counts})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

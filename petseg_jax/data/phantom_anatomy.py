@@ -1,0 +1,687 @@
+"""Synthetic total-body anatomy for the PET phantom: smooth implicit shapes on a voxel grid.
+
+World frame: nibabel's RAS+ in mm, i.e. **+x = the subject's right**, +y = anterior,
++z = superior (the same convention as real TotalSegmentator/NIfTI data: a liver has a larger
+world x than a spleen). The reference subject is 1750 mm tall, feet at z = 0, midline x = 0.
+
+Every structure is an implicit shape (ellipsoid, tube along a Catmull-Rom centreline, torso
+profile, spine column) evaluated only inside its bounding box, at coordinates displaced by a
+smooth random warp (shared body warp + one per organ), so a case is subject-specific yet fast.
+Structures are painted into a tissue-code volume in a fixed priority order (later wins);
+tissues map to label-schema organs, uptake classes and attenuation coefficients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+R, L = 1.0, -1.0  # sign of x on the subject's right / left side (RAS+)
+REF_HEIGHT = 1750.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Tissue:
+    name: str
+    organ: str | None  # label schema organ, None = background
+    uptake: str | None  # key in phantom_uptake tables, None = no activity (air)
+    mu: float  # linear attenuation coefficient at 511 keV, 1/mm
+
+
+# fmt: off
+TISSUES: tuple[Tissue, ...] = (
+    Tissue("air", None, None, 0.0), Tissue("fat", None, "fat", .0086),
+    Tissue("muscle", None, "muscle", .0100), Tissue("visceral", None, "visceral", .0092),
+    Tissue("bone", None, "bone", .0140), Tissue("csf", None, "csf", .0096),
+    Tissue("vein", None, "blood", .0100), Tissue("salivary", None, "salivary", .0096),
+    Tissue("pituitary", None, "pituitary", .0096),
+    Tissue("brain_grey", "brain", "brain_grey", .0097),
+    Tissue("brain_white", "brain", "brain_white", .0097),
+    Tissue("brain_ventricle", "brain", "csf", .0096),
+    Tissue("lung_right", "lung_right", "lung", .0026),
+    Tissue("lung_left", "lung_left", "lung", .0026),
+    Tissue("small_bowel", "small_bowel", "small_bowel", .0095),
+    Tissue("colon", "colon", "colon", .0088), Tissue("liver", "liver", "liver", .0099),
+    Tissue("spleen", "spleen", "spleen", .0099), Tissue("stomach", "stomach", "stomach", .0094),
+    Tissue("heart_blood", "heart", "blood", .0100),
+    Tissue("myocardium", "heart", "myocardium", .0100),
+    Tissue("kidney_right", "kidney_right", "kidney_cortex", .0099),
+    Tissue("kidney_right_medulla", "kidney_right", "kidney_medulla", .0099),
+    Tissue("kidney_right_pelvis", "kidney_right", "urine", .0097),
+    Tissue("kidney_left", "kidney_left", "kidney_cortex", .0099),
+    Tissue("kidney_left_medulla", "kidney_left", "kidney_medulla", .0099),
+    Tissue("kidney_left_pelvis", "kidney_left", "urine", .0097),
+    Tissue("duodenum", "duodenum", "duodenum", .0095),
+    Tissue("pancreas", "pancreas", "pancreas", .0097),
+    Tissue("gallbladder", "gallbladder", "gallbladder", .0097),
+    Tissue("urinary_bladder", "urinary_bladder", "urine", .0097),
+    Tissue("esophagus", "esophagus", "esophagus", .0095),
+    Tissue("thyroid_gland", "thyroid_gland", "thyroid", .0100),
+    Tissue("trachea", "trachea", "airway", .0010), Tissue("aorta", "aorta", "blood", .0100),
+    Tissue("adrenal_gland_right", "adrenal_gland_right", "adrenal", .0097),
+    Tissue("adrenal_gland_left", "adrenal_gland_left", "adrenal", .0097),
+    Tissue("vertebral_body", "vertebrae", "vertebra", .0120),
+    Tissue("vertebral_arch", "vertebrae", "bone", .0140),
+    Tissue("spinal_canal", None, "csf", .0096),
+    Tissue("spinal_cord", "spinal_cord", "spinal_cord", .0097),
+)
+# fmt: on
+TISSUE_CODE: dict[str, int] = {t.name: i for i, t in enumerate(TISSUES)}
+ORGANS: frozenset[str] = frozenset(t.organ for t in TISSUES if t.organ)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def _rot(deg_x: float = 0.0, deg_y: float = 0.0, deg_z: float = 0.0) -> np.ndarray:
+    """Rotation matrix Rz @ Ry @ Rx (degrees); columns are the local axes in world space."""
+    ax, ay, az = np.radians([deg_x, deg_y, deg_z])
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _rot_to(axis: Sequence[float]) -> np.ndarray:
+    """Rotation taking the local z axis onto ``axis`` (Rodrigues)."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    z = np.array([0.0, 0.0, 1.0])
+    v, c = np.cross(z, a), float(z @ a)
+    if np.linalg.norm(v) < 1e-9:
+        return np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+@dataclasses.dataclass
+class Patch:
+    """A box of the grid: index slices, undeformed 1D axes and (warped) coordinates."""
+
+    box: tuple[slice, slice, slice]
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray]
+    xyz: tuple[np.ndarray, np.ndarray, np.ndarray]  # broadcastable to the box shape
+    margin: float  # bound on the warp displacement (mm)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(len(a) for a in self.axes)
+
+    def plain(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Undeformed coordinates, broadcastable."""
+        x, y, z = self.axes
+        return x[:, None, None], y[None, :, None], z[None, None, :]
+
+
+class Warp:
+    """Smooth random displacement: a sum of plane-wave sinusoids."""
+
+    def __init__(self, rng: np.random.Generator, amplitude: float,
+                 wavelengths: tuple[float, float], modes: int = 4):
+        dirs = rng.standard_normal((modes, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        lam = rng.uniform(*wavelengths, size=modes)
+        self.k = (2 * np.pi / lam)[:, None] * dirs
+        self.phase = rng.uniform(0, 2 * np.pi, modes)
+        disp = rng.standard_normal((modes, 3))
+        self.disp = amplitude / math.sqrt(modes) * disp / np.linalg.norm(disp, axis=1,
+                                                                          keepdims=True)
+        self.bound = float(np.abs(self.disp).sum(0).max())
+
+    def apply(self, x, y, z):
+        x, y, z = (np.asarray(c, np.float32) for c in (x, y, z))
+        out = [x, y, z]
+        for k, ph, d in zip(self.k, self.phase, self.disp):
+            s = np.sin(np.float32(k[0]) * x + np.float32(k[1]) * y + np.float32(k[2]) * z
+                       + np.float32(ph))
+            out = [o + np.float32(di) * s for o, di in zip(out, d)]
+        return tuple(out)
+
+
+@dataclasses.dataclass
+class Ellipsoid:
+    center: np.ndarray
+    semi: np.ndarray
+    rot: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
+
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        ext = np.sqrt(((self.rot * self.semi) ** 2).sum(1))
+        return self.center - ext, self.center + ext
+
+    def q(self, patch: Patch, xyz=None) -> np.ndarray:
+        x, y, z = patch.xyz if xyz is None else xyz
+        d = (x - np.float32(self.center[0]), y - np.float32(self.center[1]),
+             z - np.float32(self.center[2]))
+        acc = 0.0
+        for j in range(3):
+            u = sum(np.float32(self.rot[i, j]) * d[i] for i in range(3))
+            acc = acc + (u * np.float32(1.0 / self.semi[j])) ** 2
+        return np.sqrt(acc)
+
+    def shrunk(self, t: float) -> "Ellipsoid":
+        return Ellipsoid(self.center, np.maximum(self.semi - t, 1.0), self.rot)
+
+
+def _catmull_rom(points: np.ndarray, radii: np.ndarray, step: float):
+    ext = np.vstack([2 * points[0] - points[1], points, 2 * points[-1] - points[-2]])
+    out_p, out_r = [], []
+    for i in range(len(points) - 1):
+        p0, p1, p2, p3 = ext[i:i + 4]
+        m = max(1, int(math.ceil(np.linalg.norm(p2 - p1) / step)))
+        t = (np.arange(m) / m)[:, None]
+        out_p.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t ** 2
+                            + (3 * p1 - p0 - 3 * p2 + p3) * t ** 3))
+        out_r.append(radii[i] + (radii[i + 1] - radii[i]) * t[:, 0])
+    return np.vstack(out_p + [points[-1:]]), np.concatenate(out_r + [radii[-1:]])
+
+
+def _take(arr: np.ndarray, sub: tuple[slice, ...]) -> np.ndarray:
+    return arr[tuple(s if n > 1 else slice(None) for s, n in zip(sub, arr.shape))]
+
+
+@dataclasses.dataclass
+class Tube:
+    """A tube of varying radius along a smooth centreline through control points."""
+
+    points: np.ndarray
+    radii: np.ndarray
+    step: float = 8.0
+
+    def __post_init__(self):
+        self.points = np.asarray(self.points, float)
+        self.radii = np.asarray(self.radii, float)
+        self.path, self.path_r = _catmull_rom(self.points, self.radii, self.step)
+
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        r = self.path_r[:, None]
+        return (self.path - r).min(0), (self.path + r).max(0)
+
+    def q(self, patch: Patch) -> np.ndarray:
+        out = np.full(patch.shape, np.inf, np.float32)
+        x, y, z = patch.xyz
+        for a, b, ra, rb in zip(self.path[:-1], self.path[1:], self.path_r[:-1],
+                                self.path_r[1:]):
+            r = max(ra, rb) + patch.margin
+            lo, hi = np.minimum(a, b) - r, np.maximum(a, b) + r
+            sub = tuple(slice(int(np.searchsorted(ax, lo[i])), int(np.searchsorted(ax, hi[i])))
+                        for i, ax in enumerate(patch.axes))
+            if any(s.stop <= s.start for s in sub):
+                continue
+            ab = (b - a).astype(np.float32)
+            d = [_take(c, sub) - np.float32(a[i]) for i, c in enumerate((x, y, z))]
+            t = np.clip(sum(d[i] * ab[i] for i in range(3)) / np.float32(ab @ ab + 1e-9), 0, 1)
+            dist = np.sqrt(sum((d[i] - t * ab[i]) ** 2 for i in range(3)))
+            q = dist / (np.float32(ra) + t * np.float32(rb - ra))
+            np.minimum(out[sub], q, out=out[sub])
+        return out
+
+    def shrunk(self, t: float) -> "Tube":
+        return Tube(self.points, np.maximum(self.radii - t, 1.0), self.step)
+
+
+@dataclasses.dataclass
+class Union:
+    parts: Sequence
+
+    def bbox(self):
+        boxes = [p.bbox() for p in self.parts]
+        return np.min([b[0] for b in boxes], 0), np.max([b[1] for b in boxes], 0)
+
+    def q(self, patch: Patch) -> np.ndarray:
+        return np.minimum.reduce([np.broadcast_to(p.q(patch), patch.shape)
+                                  for p in self.parts])
+
+    def shrunk(self, t: float) -> "Union":
+        return Union([p.shrunk(t) for p in self.parts])
+
+
+@dataclasses.dataclass
+class Torso:
+    """Super-elliptic cross-sections interpolated along z (half-widths a, b, centre y)."""
+
+    z: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    yc: np.ndarray
+    power: float = 2.6
+
+    def bbox(self):
+        return (np.array([-self.a.max(), (self.yc - self.b).min(), self.z[0]]),
+                np.array([self.a.max(), (self.yc + self.b).max(), self.z[-1]]))
+
+    def q(self, patch: Patch, xyz=None) -> np.ndarray:
+        x, y, z = patch.xyz if xyz is None else xyz
+        a, b, yc = (np.interp(z, self.z, v).astype(np.float32) for v in (self.a, self.b, self.yc))
+        p = np.float32(self.power)
+        q = (np.abs(x / a) ** p + np.abs((y - yc) / b) ** p) ** (1 / p)
+        return np.where((z >= self.z[0]) & (z <= self.z[-1]), q, np.float32(np.inf))
+
+    def shrunk(self, t: float | np.ndarray) -> "Torso":
+        return Torso(self.z, np.maximum(self.a - t, 5.0), np.maximum(self.b - t, 5.0), self.yc,
+                     self.power)
+
+
+# ----------------------------------------------------------------------------- grid + painter
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A RAS voxel grid: world = origin + index * spacing."""
+
+    origin: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def covering(cls, lo: np.ndarray, hi: np.ndarray, spacing: Sequence[float]) -> "Grid":
+        spacing = tuple(float(s) for s in spacing)
+        shape = tuple(int(math.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, spacing))
+        return cls(tuple(float(v) for v in lo), spacing, shape)
+
+    @property
+    def axes(self) -> tuple[np.ndarray, ...]:
+        return tuple((o + s * np.arange(n)).astype(np.float32)
+                     for o, s, n in zip(self.origin, self.spacing, self.shape))
+
+    @property
+    def affine(self) -> np.ndarray:
+        aff = np.diag([*self.spacing, 1.0])
+        aff[:3, 3] = self.origin
+        return aff
+
+
+class Painter:
+    """Paints shapes into a tissue-code volume, each only inside its bounding box."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self.axes = grid.axes
+        self.tissue = np.zeros(grid.shape, np.uint8)
+
+    def patch(self, bbox, warps: Sequence[Warp] = ()) -> Patch | None:
+        margin = sum(w.bound for w in warps)
+        box = []
+        for ax, lo, hi in zip(self.axes, bbox[0] - margin, bbox[1] + margin):
+            i0, i1 = int(np.searchsorted(ax, lo)), int(np.searchsorted(ax, hi, "right"))
+            if i1 <= i0:
+                return None
+            box.append(slice(i0, i1))
+        axes = tuple(ax[s] for ax, s in zip(self.axes, box))
+        patch = Patch(tuple(box), axes, (), margin)
+        xyz = patch.plain()
+        for w in warps:
+            xyz = w.apply(*xyz)
+        patch.xyz = xyz
+        return patch
+
+    def paint(self, tissue: str, shape, warps: Sequence[Warp] = (),
+              clip: Callable[[Patch], np.ndarray] | None = None):
+        """Paint ``tissue`` where ``shape.q < 1`` (and ``clip``); returns (patch, q, mask)."""
+        patch = self.patch(shape.bbox(), warps)
+        if patch is None:
+            return None
+        q = np.broadcast_to(shape.q(patch), patch.shape)
+        mask = q < 1
+        if clip is not None:
+            mask &= clip(patch)
+        self.tissue[patch.box][mask] = TISSUE_CODE[tissue]
+        return patch, q, mask
+
+    def fill(self, tissue: str, painted, where: np.ndarray) -> None:
+        """Repaint part of an earlier painted region."""
+        if painted is not None:
+            patch, _, mask = painted
+            self.tissue[patch.box][mask & where] = TISSUE_CODE[tissue]
+
+
+# ----------------------------------------------------------------------------- the subject
+
+# Lean torso profile of the reference subject (no subcutaneous fat): z, half-width a,
+# half-depth b, centre y, and how much of the subject's fat thickness each level carries.
+_TORSO = np.array([
+    # z     a     b    yc   fat
+    [830, 150, 88, -12, 1.2], [930, 158, 92, -8, 1.3], [1030, 135, 85, 0, 1.4],
+    [1100, 125, 84, 2, 1.4], [1200, 133, 92, 2, 1.2], [1300, 143, 100, 0, 1.0],
+    [1400, 150, 92, -5, 0.9], [1440, 165, 76, -12, 0.8], [1480, 110, 56, -15, 0.6]])
+# Spine column: z, vertebral-body centre y, half-width, half-depth, canal radius.
+_SPINE = np.array([
+    [860, -72, 15, 12, 5], [900, -62, 38, 20, 6], [990, -30, 42, 22, 9],
+    [1080, -26, 26, 21, 10], [1170, -36, 23, 19, 9], [1300, -46, 18, 15, 8],
+    [1400, -44, 16, 13, 8], [1450, -36, 15, 12, 8.5], [1500, -22, 13, 10, 9],
+    [1580, -20, 12, 9, 9]])
+# Vertebral levels (bottom z of each) and disc thickness: sacrum, L5-L1, T12-T1, C7-C2.
+_LEVELS = np.concatenate([[860.0], 990 + 36 * np.arange(5), 1170 + 280 / 12 * np.arange(12),
+                          1450 + 18 * np.arange(7), [1580.0]])
+_DISC = np.concatenate([[0.0], np.full(5, 9.0), np.full(12, 5.0), np.full(7, 4.0)])
+
+
+class Anatomy:
+    """One synthetic subject (deterministic in ``seed``): body habitus, organs, warps."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        rng = self._rng("subject")
+        self.height = float(np.clip(rng.normal(1720, 85), 1520, 1950))
+        self.sz = self.height / REF_HEIGHT
+        self.sxy = self.sz ** 0.7 * float(np.exp(0.04 * rng.standard_normal()))
+        self.lean = float(np.exp(0.05 * rng.standard_normal()))
+        self.fat = float(np.clip(rng.normal(18, 8), 5, 45))
+        self.arms_down = bool(rng.random() < 0.75)
+        self.breath = float(rng.normal(0, 8))
+        self.bladder_fill = float(np.exp(0.35 * rng.standard_normal()))
+        bmi = 22.0 * self.lean ** 2 * self.sxy ** 2 / self.sz ** 2 * (1 + 0.025 * (self.fat - 18))
+        self.weight_kg = round(bmi * (self.height / 1000) ** 2, 1)
+        self.body_warp = Warp(rng, 5.0 * self.sxy, (200, 500))
+        self._build_body()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _rng(self, name: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+
+    def p(self, x: float, y: float, z: float) -> np.ndarray:
+        """Reference-subject position (mm) -> this subject's world position."""
+        return np.array([x * self.sxy, y * self.sxy, z * self.sz])
+
+    def _organ_jitter(self, name: str, pos_sd: float, size_cv: float):
+        rng = self._rng(name)
+        offset = rng.normal(0, pos_sd * self.sxy, 3)
+        scale = self.sxy * float(np.exp(size_cv * rng.standard_normal()))
+        return rng, offset, scale
+
+    def ellipsoid(self, name: str, center, semi, rot=None, pos_sd=5.0, size_cv=0.1,
+                  breath=0.0) -> tuple[Ellipsoid, Warp]:
+        rng, offset, scale = self._organ_jitter(name, pos_sd, size_cv)
+        semi = np.asarray(semi, float) * scale * np.exp(0.05 * rng.standard_normal(3))
+        rot = (np.eye(3) if rot is None else rot) @ _rot(*rng.normal(0, 6, 3))
+        c = self.p(*center) + offset + [0, 0, breath * self.breath]
+        warp = Warp(rng, 0.12 * float(semi.min()), (3 * semi.min(), 6 * semi.max()))
+        return Ellipsoid(c, semi, rot), warp
+
+    def tube(self, name: str, points, radii, pos_sd=5.0, point_sd=3.0, size_cv=0.1,
+             breath=0.0) -> tuple[Tube, Warp]:
+        rng, offset, scale = self._organ_jitter(name, pos_sd, size_cv)
+        pts = np.array([self.p(*pt) for pt in points]) + offset
+        pts += rng.normal(0, point_sd * self.sxy, pts.shape) + [0, 0, breath * self.breath]
+        r = np.asarray(radii, float) * scale
+        warp = Warp(rng, 0.25 * float(r.mean()), (60, 160))
+        return Tube(pts, r, step=max(4.0, 0.6 * float(r.min()))), warp
+
+    # -- body outline ---------------------------------------------------------------------
+    def _build_body(self) -> None:
+        s, f = self.sxy * self.lean, self.fat
+        t = _TORSO
+        self.torso_lean = Torso(t[:, 0] * self.sz, t[:, 1] * s, t[:, 2] * s, t[:, 3] * s)
+        self.torso = self.torso_lean.shrunk(-f * t[:, 4])
+        zc = np.array([860, 930, 1030, 1100, 1200, 1300, 1400, 1440, 1460]) * self.sz
+        lean = self.torso_lean
+        self.cavity = Torso(zc, *(np.interp(zc, lean.z, v) for v in (lean.a, lean.b, lean.yc))
+                            ).shrunk(12.0 * self.sxy)
+
+        def limb(points, radii, fat):
+            lean_tube = Tube([self.p(*q) for q in points], np.asarray(radii) * s)
+            return lean_tube, lean_tube.shrunk(-fat)
+
+        parts = [limb([(R * 88, -5, 935), (R * 95, 0, 830), (R * 100, 5, 620)],
+                      [85, 72, 58], f),
+                 limb([(L * 88, -5, 935), (L * 95, 0, 830), (L * 100, 5, 620)],
+                      [85, 72, 58], f),
+                 limb([(0, -15, 1420), (0, -12, 1520), (0, -8, 1590)], [52, 50, 48], 0.5 * f)]
+        head = Ellipsoid(self.p(0, 10, 1640), np.array([72, 92, 112]) * s)
+        jaw = Ellipsoid(self.p(0, 32, 1550), np.array([48, 42, 32]) * s)
+        lean_parts = [p for p, _ in parts] + [head, jaw]
+        outer_parts = [o for _, o in parts] + [head.shrunk(-0.2 * f), jaw.shrunk(-0.4 * f)]
+        self.limb_bones = []
+        for side in (R, L):
+            shoulder = Ellipsoid(self.p(side * 160, -15, 1432), np.array([45, 48, 48]) * s)
+            lean_parts.append(shoulder)
+            outer_parts.append(shoulder.shrunk(-0.8 * f))
+            ax = side * (162 * s + f) / self.sxy + side * 40 * s / self.sxy
+            if self.arms_down:
+                pts = [(ax, -15, 1425), (ax + side * 12, -25, 1130), (ax + side * 8, 5, 880),
+                       (ax, 20, 770)]
+                radii = [38, 30, 23, 17]
+            else:
+                pts = [(ax, -15, 1425), (ax - side * 15, -10, 1600), (ax - side * 50, -5, 1760),
+                       (ax - side * 90, 0, 1950)]
+                radii = [38, 32, 27, 22]
+            arm, arm_outer = limb(pts, radii, 0.6 * f)
+            lean_parts.append(arm)
+            outer_parts.append(arm_outer)
+            self.limb_bones.append(Tube(arm.points, np.full(len(pts), 10.0 * s)))
+        self.body_lean = Union([self.torso_lean] + lean_parts)
+        self.body = Union([self.torso] + outer_parts)
+
+    def field_of_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """World box of the scan: upper thighs to above the head, body width plus margin."""
+        lo, hi = self.body.bbox()
+        lo = np.array([lo[0] - 10, lo[1] - 10, 0.42 * self.height])
+        hi = np.array([hi[0] + 10, hi[1] + 10, self.height + 10])
+        return lo, hi
+
+    def dome(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Height of the diaphragm at (x, y): two domes, the right one higher."""
+        s = self.sxy
+        zr = (1240 * self.sz + self.breath
+              - 100 * ((x - R * 70 * s) ** 2 + y ** 2) / (130 * s) ** 2)
+        zl = (1222 * self.sz + self.breath
+              - 100 * ((x - L * 70 * s) ** 2 + (y + 5 * s) ** 2) / (130 * s) ** 2)
+        return np.maximum(zr, zl).astype(np.float32)
+
+    # -- rendering ------------------------------------------------------------------------
+    def render(self, grid: Grid) -> np.ndarray:
+        """The tissue-code volume (uint8, indices into TISSUES) on ``grid``."""
+        pt = Painter(grid)
+        self._paint_body(pt)
+        self._paint_head(pt)
+        self._paint_trunk(pt)
+        self._paint_spine(pt)
+        return pt.tissue
+
+    def _paint_body(self, pt: Painter) -> None:
+        pt.paint("fat", self.body)
+        pt.paint("muscle", self.body_lean)
+        pt.paint("visceral", self.cavity)
+        for bone in self.limb_bones:
+            pt.paint("bone", bone)
+
+    def _paint_head(self, pt: Painter) -> None:
+        w = [self.body_warp]
+        s = self.sxy * float(np.exp(0.05 * self._rng("brain").standard_normal()))
+        cavity = Union([Ellipsoid(self.p(0, 0, 1668), np.array([64, 82, 68]) * s),
+                        Ellipsoid(self.p(0, -42, 1615), np.array([50, 36, 28]) * s)])
+        pt.paint("bone", cavity.shrunk(-7 * s), w)
+        pt.paint("csf", cavity, w)
+        cerebrum = Ellipsoid(self.p(0, 0, 1668), np.array([61, 79, 65]) * s)
+        cerebellum = Ellipsoid(self.p(0, -44, 1614), np.array([47, 32, 24]) * s)
+        stem = Tube([self.p(0, -18, 1650), self.p(0, -24, 1590), self.p(0, -26, 1572)],
+                    np.array([12, 11, 10]) * s)
+        brain = pt.paint("brain_white", Union([cerebrum, cerebellum, stem]), w)
+        if brain is not None:
+            patch, _, _ = brain
+            grey = (cerebrum.q(patch) > 0.84) | (cerebellum.q(patch) < 1)
+            for side in (R, L):
+                grey |= Ellipsoid(self.p(side * 22, 5, 1668), np.array([12, 16, 14]) * s
+                                  ).q(patch) < 1
+            pt.fill("brain_grey", brain, grey)
+            vent = np.zeros(patch.shape, bool)
+            for side in (R, L):
+                vent |= Ellipsoid(self.p(side * 9, 0, 1676), np.array([6, 22, 12]) * s
+                                  ).q(patch) < 1
+            pt.fill("brain_ventricle", brain, vent)
+        pt.paint("pituitary", Ellipsoid(self.p(0, 15, 1608), np.array([5, 5, 4]) * s), w)
+        for side in (R, L):
+            pt.paint("salivary", self.ellipsoid(f"parotid{side}", (side * 45, 5, 1575),
+                                                (11, 18, 24))[0], w)
+            pt.paint("salivary", self.ellipsoid(f"submandibular{side}", (side * 33, 32, 1530),
+                                                (11, 11, 9))[0], w)
+
+    def _in_cavity(self, patch: Patch) -> np.ndarray:
+        return self.cavity.q(patch, patch.plain()) < 1
+
+    def _in_body(self, patch: Patch) -> np.ndarray:
+        return self.torso.q(patch, patch.plain()) < 1
+
+    def _below_dome(self, patch: Patch) -> np.ndarray:
+        x, y, z = patch.xyz
+        return (z < self.dome(x, y)) & self._in_cavity(patch)
+
+    def _lung_clip(self, side: float):
+        def clip(patch: Patch) -> np.ndarray:
+            x, y, z = patch.xyz
+            return ((z > self.dome(x, y)) & (side * x > 12 * self.sxy)
+                    & self._in_cavity(patch))
+        return clip
+
+    def _paint_organ(self, pt: Painter, tissue: str, made, clip=None):
+        shape, warp = made
+        return pt.paint(tissue, shape, [self.body_warp, warp], clip)
+
+    def _paint_trunk(self, pt: Painter) -> None:
+        cav, below = self._in_cavity, self._below_dome
+        for side in (R, L):  # psoas muscles
+            pt.paint("muscle", self.tube(f"psoas{side}", [
+                (side * 28, -32, 1165), (side * 45, -25, 1080), (side * 60, -10, 990),
+                (side * 75, 10, 930)], [8, 18, 22, 20])[0], [self.body_warp])
+        for tissue, side, c, semi in (("lung_right", R, (R * 88, -8, 1325), (62, 88, 140)),
+                                      ("lung_left", L, (L * 86, -8, 1320), (56, 84, 136))):
+            self._paint_organ(pt, tissue, self.ellipsoid(tissue, c, semi), self._lung_clip(side))
+        pt.paint("visceral", self.ellipsoid("mediastinum", (0, 5, 1345), (28, 60, 105))[0],
+                 [self.body_warp], cav)
+        self._paint_organ(pt, "small_bowel", self.ellipsoid(
+            "small_bowel", (L * 10, 28, 985), (95, 48, 75)), cav)
+        self._paint_organ(pt, "colon", self.tube("colon", [
+            (R * 68, 20, 935), (R * 76, 8, 990), (R * 86, -6, 1040), (R * 78, 10, 1080),
+            (R * 40, 42, 1065), (0, 48, 1045), (L * 45, 42, 1070), (L * 85, -5, 1110),
+            (L * 95, -5, 1070), (L * 90, -5, 1000), (L * 80, 5, 950), (L * 55, 25, 925),
+            (L * 25, 5, 930), (0, -15, 910), (0, -30, 880), (0, -38, 845)],
+            [26, 24, 22, 21, 20, 20, 20, 19, 18, 18, 17, 17, 16, 17, 17, 14]), cav)
+        liver = Union([Ellipsoid(self.p(R * 70, 5, 1165), np.array([72, 88, 75]) * self.sxy),
+                       Ellipsoid(self.p(L * 15, 35, 1175), np.array([55, 45, 32]) * self.sxy,
+                                 _rot(0, 10, 0))])
+        rng, offset, scale = self._organ_jitter("liver", 5, 0.1)
+        liver = Union([Ellipsoid(e.center + offset + [0, 0, self.breath],
+                                 e.semi * scale / self.sxy, e.rot) for e in liver.parts])
+        self._paint_organ(pt, "liver", (liver, Warp(rng, 8.0 * self.sxy, (150, 400))), below)
+        pt.paint("vein", self.tube("ivc", [(R * 25, -8, 1000), (R * 25, -10, 1080),
+                                           (R * 22, -12, 1150), (R * 20, -5, 1200),
+                                           (R * 15, 10, 1235)], [11, 11, 12, 12, 13])[0],
+                 [self.body_warp], cav)
+        self._paint_organ(pt, "stomach", self.tube("stomach", [
+            (L * 35, 0, 1190), (L * 58, -15, 1205), (L * 68, 8, 1165), (L * 60, 38, 1120),
+            (L * 38, 50, 1092), (L * 5, 50, 1098), (R * 20, 40, 1110)],
+            [16, 26, 28, 26, 22, 18, 12], size_cv=0.15, breath=1), below)
+        self._paint_organ(pt, "spleen", self.ellipsoid(
+            "spleen", (L * 98, -45, 1178), (22, 38, 55), _rot_to((L * 0.2, 0.55, -0.8)),
+            breath=1), below)
+        self._paint_heart(pt)
+        for tissue, side, c in (("kidney_right", R, (R * 65, -40, 1095)),
+                                ("kidney_left", L, (L * 65, -40, 1115))):
+            shape, warp = self.ellipsoid(tissue, c, (26, 22, 52),
+                                         _rot_to((-side * 0.22, -0.18, 0.96)), breath=1)
+            kidney = self._paint_organ(pt, tissue, (shape, warp), cav)
+            if kidney is not None:
+                patch, q, _ = kidney
+                pelvis = Ellipsoid(shape.center + self.p(-side * 14, 8, 0),
+                                   np.array([10, 8, 16]) * self.sxy, shape.rot)
+                pt.fill(f"{tissue}_medulla", kidney, q < 0.6)
+                pt.fill(f"{tissue}_pelvis", kidney, pelvis.q(patch) < 1)
+        self._paint_organ(pt, "duodenum", self.tube("duodenum", [
+            (R * 20, 40, 1110), (R * 42, 25, 1112), (R * 55, 8, 1098), (R * 58, 5, 1065),
+            (R * 48, 12, 1040), (R * 15, 28, 1032), (L * 12, 28, 1040), (L * 28, 18, 1060),
+            (L * 35, 15, 1080)], [12] * 9, breath=1), cav)
+        self._paint_organ(pt, "pancreas", self.tube("pancreas", [
+            (R * 32, 12, 1080), (R * 5, 28, 1105), (L * 25, 22, 1125), (L * 58, -8, 1145),
+            (L * 75, -20, 1155)], [16, 11, 11, 10, 9], breath=1), cav)
+        self._paint_organ(pt, "gallbladder", self.ellipsoid(
+            "gallbladder", (R * 55, 45, 1095), (15, 15, 38), _rot_to((L * 0.2, -0.45, 0.87)),
+            size_cv=0.15, breath=1), cav)
+        fill = self.bladder_fill ** (1 / 3)
+        self._paint_organ(pt, "urinary_bladder", self.ellipsoid(
+            "urinary_bladder", (0, 35, 895 + 20 * (fill - 1)),
+            (45 * fill, 32 * fill, 33 * fill), size_cv=0.05), cav)
+        self._paint_pelvis(pt)
+        self._paint_organ(pt, "esophagus", self.tube("esophagus", [
+            (L * 2, -6, 1520), (L * 3, -11, 1460), (R * 1, -17, 1400), (R * 2, -21, 1335),
+            (R * 2, -20, 1280), (R * 2, -8, 1235), (L * 12, 0, 1208), (L * 30, 4, 1192)],
+            [8.5] * 8, pos_sd=2, point_sd=1.5, size_cv=0.05))
+        for side in (R, L):
+            self._paint_organ(pt, "thyroid_gland", self.ellipsoid(
+                f"thyroid{side}", (side * 19, 14, 1478), (9, 10, 24), pos_sd=2))
+        self._paint_organ(pt, "thyroid_gland", self.tube("isthmus", [
+            (R * 16, 24, 1466), (0, 27, 1465), (L * 16, 24, 1466)], [5.5] * 3, pos_sd=2,
+            point_sd=1))
+        self._paint_organ(pt, "trachea", self.tube("trachea", [
+            (0, 14, 1515), (0, 8, 1460), (R * 3, 2, 1400), (R * 3, -3, 1335)], [9.5, 9.5, 9, 9],
+            pos_sd=2, point_sd=1, size_cv=0.05))
+        self._paint_organ(pt, "aorta", self.tube("aorta", [
+            (L * 2, 18, 1295), (R * 12, 30, 1330), (R * 10, 25, 1370), (L * 6, 24, 1398),
+            (L * 18, -2, 1395), (L * 26, -25, 1370), (L * 30, -33, 1320), (L * 26, -22, 1250),
+            (L * 14, -6, 1180), (L * 10, 3, 1120), (L * 8, 8, 1040)],
+            [13, 14, 13, 12, 11, 11, 11, 10.5, 10, 9.5, 9], pos_sd=2, point_sd=1.5,
+            size_cv=0.08))
+        for tissue, c in (("adrenal_gland_right", (R * 40, -30, 1150)),
+                          ("adrenal_gland_left", (L * 38, -26, 1148))):
+            self._paint_organ(pt, tissue, self.ellipsoid(tissue, c, (7, 10, 18), pos_sd=3,
+                                                         size_cv=0.08, breath=1), cav)
+
+    def _paint_heart(self, pt: Painter) -> None:
+        axis = np.array([L * 0.65, 0.45, -0.6])
+        shape, warp = self.ellipsoid("heart", (L * 25, 30, 1268), (52, 47, 66), _rot_to(axis),
+                                     breath=0.5)
+        heart = self._paint_organ(pt, "heart_blood", (shape, warp), self._in_cavity)
+        if heart is None:
+            return
+        patch = heart[0]
+        axis = shape.rot[:, 2]
+        lv_c = shape.center + 12 * self.sxy * axis + self.p(L * 10, -8, 0)
+        outer = Ellipsoid(lv_c, shape.semi * [0.62, 0.62, 0.78], shape.rot)
+        inner = Ellipsoid(lv_c, shape.semi * [0.36, 0.36, 0.58], shape.rot)
+        pt.fill("myocardium", heart, (outer.q(patch) < 1) & (inner.q(patch) >= 1))
+
+    def _paint_pelvis(self, pt: Painter) -> None:
+        w = [self.body_warp]
+        for side in (R, L):
+            pt.paint("bone", self.ellipsoid(f"ilium{side}", (side * 80, -7, 985), (10, 62, 48),
+                                            _rot(0, 0, -side * 40))[0], w)
+            pt.paint("bone", self.tube(f"pubis{side}", [
+                (side * 85, 10, 915), (side * 45, 45, 880), (side * 8, 62, 868)], [11] * 3)[0], w)
+            pt.paint("bone", self.tube(f"femur{side}", [
+                (side * 88, 5, 920), (side * 110, 0, 892), (side * 112, 0, 860),
+                (side * 100, 5, 620)], [24, 16, 15, 14])[0], w)
+
+    def _paint_spine(self, pt: Painter) -> None:
+        sp = _SPINE
+        zk = sp[:, 0] * self.sz
+        col = Tube([self.p(0, y, z) for z, y in sp[:, :2]], np.full(len(sp), 80.0))
+        patch = pt.patch(col.bbox(), [self.body_warp])
+        x, y, z = patch.xyz
+        yb, rx, ry, rc = (np.interp(z, zk, sp[:, i] * self.sxy).astype(np.float32)
+                          for i in (1, 2, 3, 4))
+        levels = _LEVELS * self.sz
+        lvl = np.clip(np.searchsorted(levels, z, "right") - 1, 0, len(_DISC) - 1)
+        frac = (z - levels[lvl]) / (levels[lvl + 1] - levels[lvl])
+        in_range = (z >= levels[0]) & (z <= levels[-1])
+        solid = in_range & (z - levels[lvl] >= _DISC[lvl] * self.sz)
+        body = solid & ((x / rx) ** 2 + ((y - yb) / ry) ** 2 < 1)
+        yc = yb - ry - rc - 1.5 * self.sxy
+        dc = np.sqrt(x ** 2 + (y - yc) ** 2)
+        s = self.sxy
+        lumbar = z < levels[6]
+        spin_len = np.where(lumbar, 30 * s, np.where(z < levels[18], 22 * s, 15 * s))
+        arch = solid & (
+            ((dc >= rc) & (dc < rc + 6 * s))
+            | ((np.abs(x) < 5 * s) & (y < yc - rc) & (y > yc - rc - spin_len)
+               & (frac > 0.15) & (frac < 0.85))
+            | ((np.abs(y - yc) < 6 * s) & (np.abs(x) < np.where(lumbar, 38 * s, 30 * s))
+               & (frac > 0.3) & (frac < 0.7)))
+        inside = self._in_body(patch) | (z > 1440 * self.sz)
+        region = pt.tissue[patch.box]
+        region[arch & inside] = TISSUE_CODE["vertebral_arch"]
+        region[body & inside] = TISSUE_CODE["vertebral_body"]
+        region[in_range & (dc < rc)] = TISSUE_CODE["spinal_canal"]
+        rng = self._rng("spinal_cord")
+        conus = (1120 + rng.normal(0, 15)) * self.sz
+        r_cord = np.float32(6.5 * s)
+        region[(z > conus) & (z <= levels[-1]) & (dc < np.minimum(r_cord, rc - 1))] = \
+            TISSUE_CODE["spinal_cord"]

@@ -1,0 +1,466 @@
+"""Evaluation report from per-(case, organ) metric rows: the paper's tables, figures and files.
+
+A row is a dict with at least ``case_id``, ``organ`` and ``dice``, the case's metadata ``tracer``,
+``center``, ``dose_reduction_factor`` and ``attenuation_corrected`` (a missing value groups as
+``"unknown"``), and any further metrics (``hd95_mm``, ``nsd``, volume and SUV errors, ...).
+
+Aggregation (the paper's convention): a case's Dice is the mean over its organs, organs with a NaN
+Dice (absent from the reference) left out; a group's mean Dice and sd are the mean and sample sd
+(ddof = 1; undefined, null, for a single case) over the cases in the group. Per organ, the mean is
+over the cases where that organ's value is finite (inf HD95 = organ missed is counted in ``n_inf``).
+
+:func:`write_report` writes into the evaluation folder ``cases.csv``, ``summary.json``,
+``report.md``, ``report.html`` (self-contained: figures embedded) and ``figures/`` (organ x tracer
+Dice heatmap, Dice versus dose, and the dose-sweep curve when sweep rows are given). Every file is
+written under a temporary name and moved into place.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+Row = Mapping[str, Any]
+# metadata column -> summary key of its group table
+GROUPS = {"tracer": "by_tracer", "center": "by_center",
+          "dose_reduction_factor": "by_dose_reduction_factor",
+          "attenuation_corrected": "by_attenuation_correction"}
+GROUP_HEADERS = {"tracer": "tracer", "center": "center",
+                 "dose_reduction_factor": "dose reduction factor",
+                 "attenuation_corrected": "attenuation correction"}
+SWEEP_COLUMN = "swept_dose_factor"
+# per-organ metric columns summarised besides Dice, when present in the rows
+ORGAN_METRICS = ("hd95_mm", "hd95", "nsd", "volume_ml_rel_error", "suv_mean_rel_error",
+                 "suv_max_rel_error", "suv_peak_rel_error")
+METRIC_TITLES = {"hd95_mm": "HD95 (mm)", "hd95": "HD95", "nsd": "NSD",
+                 "volume_ml_rel_error": "volume rel. error", "suv_mean_rel_error": "SUVmean rel. error",
+                 "suv_max_rel_error": "SUVmax rel. error", "suv_peak_rel_error": "SUVpeak rel. error"}
+AGGREGATION = ("case Dice = mean over the case's organs (NaN organs excluded); group mean and "
+               "sample sd over cases; per organ: over cases with a finite value")
+
+
+# ----------------------------------------------------------------------------- aggregation
+def _stat(values: Iterable[float]) -> dict[str, Any]:
+    """Mean, sample sd and count of the finite values (``n_inf`` counts the infinite ones)."""
+    v = np.asarray([float(x) for x in values], dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    n = int(finite.size)
+    return {"mean": float(finite.mean()) if n else math.nan,
+            "sd": float(finite.std(ddof=1)) if n > 1 else math.nan,
+            "n": n, "n_inf": int(np.isinf(v).sum())}
+
+
+def _group_key(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    if column == "attenuation_corrected" and not isinstance(value, str):
+        return "AC" if bool(value) else "NAC"
+    if column in ("dose_reduction_factor", SWEEP_COLUMN):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def _sort_keys(keys: Iterable[str]) -> list[str]:
+    def key(k: str):
+        try:
+            return (0, float(k), k)
+        except ValueError:
+            return (1, 0.0, k)
+    return sorted(set(keys), key=key)
+
+
+def _cases(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """case_id -> {"meta": {column: group key}, "dice": mean over organs}; checks consistency."""
+    per_case: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if "case_id" not in row or "organ" not in row or "dice" not in row:
+            raise ValueError(f"a metric row needs case_id, organ and dice; got keys {sorted(row)}")
+        meta = {c: _group_key(c, row.get(c)) for c in GROUPS}
+        case = per_case.setdefault(str(row["case_id"]), {"meta": meta, "dices": []})
+        if case["meta"] != meta:
+            raise ValueError(f"case {row['case_id']!r} has rows with different metadata: "
+                             f"{case['meta']} vs {meta}")
+        case["dices"].append(float(row["dice"]))
+    for case in per_case.values():
+        dices = [d for d in case.pop("dices") if not math.isnan(d)]
+        case["dice"] = float(np.mean(dices)) if dices else math.nan
+    return per_case
+
+
+def _grouped(cases: Mapping[str, Mapping[str, Any]], column: str) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[float]] = {}
+    for case in cases.values():
+        groups.setdefault(case["meta"][column], []).append(case["dice"])
+    return {k: _stat(groups[k]) for k in _sort_keys(groups)}
+
+
+def _by_organ(rows: Sequence[Row], column: str) -> dict[str, dict[str, Any]]:
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        values.setdefault(str(row["organ"]), []).append(float(row.get(column, math.nan)))
+    return {organ: _stat(v) for organ, v in values.items()}
+
+
+def _by_organ_and_tracer(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
+    """organ -> tracer -> mean Dice over that tracer's cases (tracers without a value left out)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        tracer = _group_key("tracer", row.get("tracer"))
+        values.setdefault(str(row["organ"]), {}).setdefault(tracer, []).append(float(row["dice"]))
+    out = {}
+    for organ, per_tracer in values.items():
+        stats = {t: _stat(per_tracer[t]) for t in _sort_keys(per_tracer)}
+        out[organ] = {t: st["mean"] for t, st in stats.items() if st["n"]}
+    return out
+
+
+def _means(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    return {k: s["mean"] for k, s in stats.items()}
+
+
+def summarize(rows: Sequence[Row]) -> dict[str, Any]:
+    """The summary of :func:`write_report` (without the dose sweep): mean Dice overall and per
+    organ, tracer, center, dose reduction factor and AC/NAC (name -> mean), ``details`` with
+    ``{"mean", "sd", "n", "n_inf"}`` per group, ``by_organ_and_tracer``,
+    ``by_tracer_and_dose_reduction_factor`` and ``metrics_by_organ`` (HD95, NSD, errors)."""
+    if not rows:
+        raise ValueError("no metric rows to summarise")
+    cases = _cases(rows)
+    overall = _stat(c["dice"] for c in cases.values())
+    details: dict[str, Any] = {"overall": overall, "by_organ": _by_organ(rows, "dice")}
+    for column, key in GROUPS.items():
+        details[key] = _grouped(cases, column)
+    per_metric = {m: _by_organ(rows, m) for m in ORGAN_METRICS if any(m in r for r in rows)}
+    by_tracer_and_dose = {}
+    for tracer in details["by_tracer"]:
+        tracer_cases = {k: c for k, c in cases.items() if c["meta"]["tracer"] == tracer}
+        by_tracer_and_dose[tracer] = _means(_grouped(tracer_cases, "dose_reduction_factor"))
+    return {"n_cases": len(cases), "n_rows": len(rows),
+            "mean_dice": overall["mean"], "sd_dice": overall["sd"],
+            **{key: _means(details[key]) for key in ("by_organ", *GROUPS.values())},
+            "by_organ_and_tracer": _by_organ_and_tracer(rows),
+            "by_tracer_and_dose_reduction_factor": by_tracer_and_dose,
+            "metrics_by_organ": {organ: {m: per_metric[m][organ] for m in per_metric}
+                                 for organ in details["by_organ"]},
+            "details": details, "aggregation": AGGREGATION}
+
+
+def _sweep_rows(dose_sweep_rows: Sequence[Row] | Mapping[float, Sequence[Row]]) -> list[dict]:
+    """Flat sweep rows with ``swept_dose_factor`` (a mapping factor -> rows is flattened)."""
+    if isinstance(dose_sweep_rows, Mapping):
+        return [dict(r) | {SWEEP_COLUMN: float(f)} for f, rs in dose_sweep_rows.items() for r in rs]
+    rows = [dict(r) for r in dose_sweep_rows]
+    if missing := [r.get("case_id") for r in rows if SWEEP_COLUMN not in r]:
+        raise ValueError(f"dose-sweep rows need a {SWEEP_COLUMN!r} column; missing in cases {missing[:3]}")
+    return rows
+
+
+def summarize_dose_sweep(rows: Sequence[Row]) -> dict[str, Any]:
+    """Mean Dice per swept dose factor, overall and per tracer (case means as in :func:`summarize`)."""
+    levels = _sort_keys(_group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) for r in rows)
+    details, by_tracer = {}, {}
+    for level in levels:
+        level_rows = [r for r in rows if _group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) == level]
+        cases = _cases(level_rows)
+        details[level] = _stat(c["dice"] for c in cases.values())
+        for tracer, s in _grouped(cases, "tracer").items():
+            by_tracer.setdefault(tracer, {})[level] = s["mean"]
+    return {"by_dose_reduction_factor": _means(details), "by_tracer": by_tracer, "details": details}
+
+
+# ----------------------------------------------------------------------------- writing helpers
+def _replace_into(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _save_figure(fig, path: Path) -> None:
+    try:
+        _replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf -> null (strict JSON), recursively."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _write_csv(path: Path, rows: Sequence[Row]) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    _replace_into(path, write)
+
+
+# ----------------------------------------------------------------------------- figures
+def _dice_heatmap(path: Path, by_organ_and_tracer: Mapping[str, Mapping[str, float]]) -> None:
+    organs = list(by_organ_and_tracer)
+    tracers = _sort_keys(t for v in by_organ_and_tracer.values() for t in v)
+    grid = np.array([[by_organ_and_tracer[o].get(t, math.nan) for t in tracers] for o in organs])
+    fig, ax = plt.subplots(figsize=(2.5 + 1.0 * len(tracers), 1.2 + 0.32 * len(organs)))
+    im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if v > 0.6 else "white")
+    ax.set_xticks(range(len(tracers)), tracers)
+    ax.set_yticks(range(len(organs)), organs, fontsize=8)
+    ax.set_xlabel("tracer")
+    ax.set_title("mean Dice per organ and tracer")
+    fig.colorbar(im, ax=ax, fraction=0.05, label="Dice")
+    _save_figure(fig, path)
+
+
+def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
+                by_tracer: Mapping[str, Mapping[str, float]], title: str) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = [float(k) for k in overall]
+    ax.errorbar(x, [s["mean"] for s in overall.values()],
+                yerr=[0.0 if math.isnan(s["sd"]) else s["sd"] for s in overall.values()],
+                color="black", marker="o", linewidth=2, capsize=3, label="all cases (mean ± sd)")
+    for tracer, values in by_tracer.items():
+        keys = _sort_keys(values)
+        ax.plot([float(k) for k in keys], [values[k] for k in keys], marker=".", linestyle="--",
+                label=tracer)
+    if min(x) > 0:
+        ax.set_xscale("log")
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.minorticks_off()
+    ax.set_xlabel("dose reduction factor")
+    ax.set_ylabel("mean Dice per case")
+    ax.set_ylim(top=1.0)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def _organ_projections(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """label id -> its coronal (X, Z) projection: voxel of the organ anywhere along y."""
+    out = {}
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is not None:
+            proj = np.zeros((labels.shape[0], labels.shape[2]), dtype=bool)
+            proj[box[0], box[2]] = (labels[box] == i).any(axis=1)
+            out[i] = proj
+    return out
+
+
+def _organ_color(label_id: int) -> tuple[float, float, float]:
+    """A saturated colour per label id: golden-ratio hue steps, alternating brightness."""
+    hue = (label_id * 0.618034) % 1.0
+    return tuple(matplotlib.colors.hsv_to_rgb((hue, 0.9, 0.85 if label_id % 2 else 0.6)))
+
+
+def mip_figure(out_png: str | Path, pet: np.ndarray, ref_labels: np.ndarray,
+               pred_labels: np.ndarray, spacing: Sequence[float], title: str,
+               label_names: Mapping[int, str] | None = None) -> Path:
+    """Coronal maximum-intensity projection of a RAS ``(X, Y, Z)`` PET volume (max over y) with
+    organ contours, reference left and prediction right; head up, the subject's right on the
+    viewer's left (radiological convention), mm-true aspect. ``label_names`` adds a legend."""
+    pet, ref_labels, pred_labels = (np.asarray(a) for a in (pet, ref_labels, pred_labels))
+    if pet.ndim != 3 or pet.shape != ref_labels.shape or pet.shape != pred_labels.shape:
+        raise ValueError(f"mip_figure needs 3-D PET and label maps of one shape, got {pet.shape}, "
+                         f"{ref_labels.shape}, {pred_labels.shape}")
+    sx, _, sz = (float(s) for s in spacing)
+    nx, nz = pet.shape[0], pet.shape[2]
+
+    def view(a: np.ndarray) -> np.ndarray:  # (X, Z) -> rows: superior first; columns: right first
+        return a.T[::-1, ::-1]
+
+    mip = view(np.nan_to_num(pet.astype(np.float32)).max(axis=1))
+    vmax = float(np.percentile(mip, 99.5)) or float(mip.max()) or 1.0
+    extent = (0.0, nx * sx, 0.0, nz * sz)
+    xs = (np.arange(nx) + 0.5) * sx
+    ys = (nz - 0.5 - np.arange(nz)) * sz  # row i of the view is at height (nz - 0.5 - i) * sz
+    height = 8.0
+    width = max(2 * height * (nx * sx) / (nz * sz) + (2.0 if label_names else 0.4), 4.0)
+    fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.6), sharey=True, layout="constrained")
+    handles = {}
+    for ax, labels, name in zip(axes, (ref_labels, pred_labels), ("reference", "prediction")):
+        ax.imshow(mip, cmap="gray_r", vmin=0.0, vmax=vmax, extent=extent, origin="upper",
+                  interpolation="nearest")
+        for label_id, proj in _organ_projections(labels).items():
+            color = _organ_color(label_id)
+            ax.contour(xs, ys, view(proj).astype(np.float32), levels=[0.5], colors=[color],
+                       linewidths=1.4)
+            handles[label_id] = plt.Line2D([], [], color=color, linewidth=2)
+        ax.set_title(name)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.02, 0.99, "R", transform=ax.transAxes, va="top", ha="left", color="tab:red")
+        ax.text(0.98, 0.99, "L", transform=ax.transAxes, va="top", ha="right", color="tab:red")
+    if label_names:
+        ids = sorted(handles)
+        fig.legend([handles[i] for i in ids], [label_names.get(i, str(i)) for i in ids],
+                   loc="outside right center", fontsize=7, frameon=False)
+    fig.suptitle(title)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    _save_figure(fig, out_png)
+    return out_png
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _mean_sd(s: Mapping[str, Any], digits: int = 3) -> str:
+    """``mean ± sd`` (sd left out for one value), with the number of infinite values if any."""
+    inf = f" ({s['n_inf']}× inf)" if s["n_inf"] else ""
+    if not s["n"]:
+        return "–" + inf
+    sd = "" if math.isnan(s["sd"]) else f" ± {s['sd']:.{digits}f}"
+    return f"{s['mean']:.{digits}f}{sd}{inf}"
+
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def _tables(summary: Mapping[str, Any]) -> list[Table]:
+    details = summary["details"]
+    organ_metrics = summary["metrics_by_organ"]
+    extra = list(next(iter(organ_metrics.values()), {}))
+    tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd"],
+                            [[str(summary["n_cases"]), _mean_sd(details["overall"])]])]
+    organ_rows = []
+    for organ, s in details["by_organ"].items():
+        cells = [organ, _mean_sd(s)] + [_mean_sd(organ_metrics[organ][m], 2) for m in extra]
+        organ_rows.append(cells + [str(s["n"])])
+    tables.append(("Per organ (surface metrics: mean over finite values, inf = organ missed)",
+                   ["organ", "Dice"] + [METRIC_TITLES[m] for m in extra] + ["cases"], organ_rows))
+    for column, key in GROUPS.items():
+        tables.append((f"Per {GROUP_HEADERS[column]}", [GROUP_HEADERS[column], "mean Dice ± sd", "cases"],
+                       [[k, _mean_sd(s), str(s["n"])] for k, s in details[key].items()]))
+    tracers = _sort_keys(t for v in summary["by_organ_and_tracer"].values() for t in v)
+    tables.append(("Dice per organ and tracer", ["organ"] + tracers,
+                   [[o] + [_fmt(v.get(t, math.nan)) for t in tracers]
+                    for o, v in summary["by_organ_and_tracer"].items()]))
+    if sweep := summary.get("dose_sweep"):
+        levels = list(sweep["details"])
+        tables.append(("Dose sweep (re-simulated dose levels)",
+                       ["dose reduction factor", "all cases"] + list(sweep["by_tracer"]),
+                       [[lv, _mean_sd(sweep["details"][lv])]
+                        + [_fmt(sweep["by_tracer"][t].get(lv, math.nan)) for t in sweep["by_tracer"]]
+                        for lv in levels]))
+    return tables
+
+
+def _markdown(title: str, tables: Sequence[Table], figures: Sequence[Path], eval_dir: Path) -> str:
+    lines = [f"# {title}", "", f"Aggregation: {AGGREGATION}.", ""]
+    for name, header, rows in tables:
+        lines += [f"## {name}", "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    lines += ["## Figures", ""]
+    lines += [f"![{p.stem}]({p.relative_to(eval_dir).as_posix() if p.is_relative_to(eval_dir) else p})"
+              for p in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _html(title: str, tables: Sequence[Table], figures: Sequence[Path]) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+             "margin-bottom:1.5em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}th{background:#eee}"
+             "img{max-width:100%;margin:0.5em 0;border:1px solid #ddd}</style></head><body>",
+             f"<h1>{esc(title)}</h1><p>Aggregation: {esc(AGGREGATION)}.</p>"]
+    for name, header, rows in tables:
+        parts.append(f"<h2>{esc(name)}</h2><table><tr>"
+                     + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
+        parts.append("</table>")
+    parts.append("<h2>Figures</h2>")
+    for path in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img alt='{esc(path.stem)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{esc(path.name)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A few lines for the terminal: overall mean Dice and the per-group means."""
+    lines = [f"mean Dice {_mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"]
+    for key in GROUPS.values():
+        groups = summary["details"][key]
+        lines.append(f"  {key}: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in groups.items()))
+    if sweep := summary.get("dose_sweep"):
+        lines.append("  dose sweep: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in sweep["details"].items()))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- entry point
+def write_report(eval_dir: str | Path, rows: Sequence[Row], *,
+                 dose_sweep_rows: Sequence[Row] | Mapping[float, Sequence[Row]] | None = None,
+                 mip_pngs: Sequence[str | Path] = (), title: str = "petseg_jax evaluation"
+                 ) -> dict[str, Any]:
+    """Write ``cases.csv``, ``summary.json``, ``report.md``, ``report.html`` and ``figures/`` into
+    ``eval_dir``; returns the summary. ``dose_sweep_rows``: rows with a ``swept_dose_factor``
+    column, or a mapping factor -> rows; adds ``dose_sweep.csv``, ``summary["dose_sweep"]`` and a
+    curve. ``mip_pngs``: already written figures (see :func:`mip_figure`) shown in the report."""
+    eval_dir = Path(eval_dir)
+    figures_dir = eval_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    rows = [dict(r) for r in rows]
+    summary = summarize(rows)
+    _write_csv(eval_dir / "cases.csv", rows)
+    figures = [figures_dir / "dice_heatmap.png", figures_dir / "dice_vs_dose.png"]
+    _dice_heatmap(figures[0], summary["by_organ_and_tracer"])
+    _dose_curve(figures[1], summary["details"]["by_dose_reduction_factor"],
+                summary["by_tracer_and_dose_reduction_factor"],
+                "Dice versus dose reduction factor (test cases)")
+    if dose_sweep_rows:
+        sweep = _sweep_rows(dose_sweep_rows)
+        summary["dose_sweep"] = summarize_dose_sweep(sweep)
+        _write_csv(eval_dir / "dose_sweep.csv", sweep)
+        figures.append(figures_dir / "dose_sweep.png")
+        _dose_curve(figures[-1], summary["dose_sweep"]["details"], summary["dose_sweep"]["by_tracer"],
+                    "Robustness: Dice at re-simulated dose levels")
+    figures += [Path(p) for p in mip_pngs]
+    _replace_into(eval_dir / "summary.json",
+                  lambda tmp: tmp.write_text(json.dumps(_json_safe(summary), indent=1)))
+    tables = _tables(summary)
+    _write_text(eval_dir / "report.md", _markdown(title, tables, figures, eval_dir))
+    _write_text(eval_dir / "report.html", _html(title, tables, figures))
+    return summary

@@ -1,0 +1,139 @@
+"""Export a trained model to StableHLO with ``jax.export``, for serving without training code.
+
+    python -m petseg_jax.export --workdir W --out DIR [--dtype float32|bfloat16]
+                                [--platforms cpu,cuda] [--step N]
+
+The exported function maps a normalized patch batch ``(b, X, Y, Z, C)`` float32 to logits
+``(b, X, Y, Z, K)`` float32, with a symbolic batch size and symbolic spatial sizes constrained to
+multiples of the network's total stride (``"b, 16*x, 16*y, 16*z, 1"``), the weights baked in as
+constants and one lowering per platform in a single artifact. ``--dtype`` is the compute and
+weight dtype; convolutions use the portable XLA path (``conv_impl="xla"``), never a
+platform-specific kernel. ``DIR`` (written atomically: built beside it, then renamed) holds
+``model.jaxexport``, ``model.mlir`` and ``meta.json`` (see :mod:`petseg_jax.serving`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jax import export as jax_export
+
+from petseg_jax.models import build_model
+from petseg_jax.serving import META_FILE, MLIR_FILE, MODEL_FILE, read_meta
+from petseg_jax.training.step import ModelDef
+
+DTYPES = ("float32", "bfloat16")
+EXPORT_CONV_IMPL = "xla"
+
+
+def input_shape_spec(spec: dict) -> str:
+    """The symbolic input shape, e.g. ``"b, 16*x, 16*y, 16*z, 1"``."""
+    sx, sy, sz = (int(s) for s in spec["total_stride"])
+    return f"b, {sx}*x, {sy}*y, {sz}*z, {int(spec.get('in_channels', 1))}"
+
+
+def inference_apply(config: Any, num_classes: int, dtype: str = "float32"
+                    ) -> Callable[[Any, jax.Array], jax.Array]:
+    """``apply(params, x)`` of the trained architecture, computing in ``dtype`` with the
+    portable XLA convolutions (same parameter tree as the trained model)."""
+    model_cfg = ml_collections.ConfigDict(dict(config["model"]))
+    model_cfg.conv_impl = EXPORT_CONV_IMPL
+    model_cfg.dtype = dtype
+    model = nnx.eval_shape(lambda: build_model(model_cfg, 1, num_classes, nnx.Rngs(0)))
+    return ModelDef(model).apply_eval  # abstract: the structure only, no initialisation
+
+
+def export_function(apply: Callable[[Any, jax.Array], jax.Array], params: Any, spec: dict,
+                    dtype: str = "float32", platforms: Sequence[str] = ("cpu", "cuda")
+                    ) -> jax_export.Exported:
+    """``jax.export`` of ``x -> apply(params, x)`` with ``params`` (cast to ``dtype``) baked in."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    weights = jax.tree.map(
+        lambda p: jnp.asarray(p, dtype) if jnp.issubdtype(jnp.asarray(p).dtype, jnp.floating)
+        else jnp.asarray(p), params)
+
+    def infer(x: jax.Array) -> jax.Array:
+        return apply(weights, x).astype(jnp.float32)
+
+    arg = jax.ShapeDtypeStruct(jax_export.symbolic_shape(input_shape_spec(spec)), jnp.float32)
+    return jax_export.export(jax.jit(infer), platforms=tuple(platforms))(arg)
+
+
+def write_artifact(exported: jax_export.Exported, meta: dict, out_dir: str | Path) -> Path:
+    """Write ``out_dir`` atomically (a temp folder beside it, renamed into place)."""
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        (tmp / MODEL_FILE).write_bytes(exported.serialize())
+        (tmp / MLIR_FILE).write_text(exported.mlir_module())
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        read_meta(tmp)  # the artifact must pass the loader's checks before it is published
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def export_model(apply: Callable[[Any, jax.Array], jax.Array], params: Any, spec: dict,
+                 out_dir: str | Path, dtype: str = "float32",
+                 platforms: Sequence[str] = ("cpu", "cuda")) -> Path:
+    """Export ``apply``/``params`` with inference ``spec`` into ``out_dir``; returns its path."""
+    exported = export_function(apply, params, spec, dtype, platforms)
+    meta = dict(spec) | {
+        "input_dtype": "float32", "output_dtype": "float32",
+        "export": {"dtype": dtype, "platforms": list(exported.platforms),
+                   "input_shape": input_shape_spec(spec),
+                   "calling_convention_version": exported.calling_convention_version,
+                   "conv_impl": EXPORT_CONV_IMPL, "jax_version": jax.__version__,
+                   "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")},
+    }
+    return write_artifact(exported, meta, out_dir)
+
+
+def export_workdir(workdir: str | Path, out_dir: str | Path, dtype: str = "float32",
+                   platforms: Sequence[str] = ("cpu", "cuda"), step: int | None = None) -> Path:
+    """Export the best checkpoint (or ``step``) of a training workdir into ``out_dir``."""
+    from petseg_jax.models.restore import load_trained
+
+    trained = load_trained(workdir, step)
+    apply = inference_apply(trained.config, trained.schema.num_classes, dtype)
+    return export_model(apply, trained.params, trained.spec, out_dir, dtype, platforms)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m petseg_jax.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="training run folder (checkpoints/)")
+    parser.add_argument("--out", required=True, help="export folder to write")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--platforms", default="cpu,cuda",
+                        help="comma-separated jax platforms to lower for (default: cpu,cuda)")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the best)")
+    args = parser.parse_args(argv)
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    out = export_workdir(args.workdir, args.out, args.dtype, platforms, args.step)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

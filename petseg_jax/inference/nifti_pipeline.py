@@ -1,0 +1,164 @@
+"""NIfTI in -> organ label map out on exactly the input grid, for any predictor (no flax).
+
+A :class:`Predictor` is ``predict_fn(params, x)`` (normalized ``(N, X, Y, Z, C)`` float32 ->
+logits ``(N, X, Y, Z, K)``), its ``params`` and its inference spec (:mod:`.spec`). A case goes:
+load and validate -> reorient to RAS -> resample (linear) to the spec's spacing -> normalize (SUV
+when a factor is known, else per case) -> sliding window (argmax inside the program) -> nearest-
+neighbour back onto the input grid -> optional largest component per organ -> integer NIfTI with
+the input's header, written atomically. Per-organ volume and SUV statistics are computed on the
+input grid. A restored checkpoint and an exported model run the same code, so their label maps
+agree whenever their logits do.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from petseg_jax import metrics
+from petseg_jax.data import nifti
+from petseg_jax.data.normalization import intensity_stats, normalize
+from petseg_jax.inference.postprocess import largest_connected_component
+from petseg_jax.inference.sliding_window import sliding_window
+from petseg_jax.inference.spec import check_spec, spec_schema
+
+# Test-time mirroring flips the left/right (RAS x) axis: the one the training augmentation flips.
+MIRROR_AXES = (0,)
+STATS_COLUMNS = ("case", "label", "organ", "volume_ml", "suv_mean", "suv_max", "suv_peak",
+                 "units")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def suv_factor_from(weight_kg: float, injected_mbq: float) -> float:
+    """SUV factor (SUV = image * factor) of a decay-corrected image in Bq/ml:
+    body weight in g over injected activity in Bq."""
+    if not (weight_kg > 0 and injected_mbq > 0):
+        raise ValueError(f"weight ({weight_kg} kg) and injected activity ({injected_mbq} MBq) "
+                         "must be positive")
+    return weight_kg * 1e3 / (injected_mbq * 1e6)
+
+
+def case_name(path: str | Path) -> str:
+    """A file's name without its NIfTI suffix."""
+    name = Path(path).name
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def check_output_path(path: str | Path) -> Path:
+    """An output NIfTI path: ``.nii`` or ``.nii.gz``; its folder is created."""
+    path = Path(path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise ValueError(f"output {path} must end in .nii or .nii.gz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_input(path: str | Path) -> nib.Nifti1Image:
+    """Read a PET volume: a finite, non-empty 3-D NIfTI (else :class:`nifti.NiftiError`)."""
+    img = nifti.load(path)
+    data = nifti.array(img)
+    if data.size == 0 or not np.any(data > 0):
+        raise nifti.NiftiError(f"{path}: empty image (no voxel above 0)")
+    return img
+
+
+def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int]
+                ) -> tuple[int, ...]:
+    """The spec's patch, shrunk on axes where the volume is smaller to the volume's size
+    rounded up to a multiple of the network's total stride (the window is padded to it)."""
+    return tuple(min(int(p), -(-int(s) // int(t)) * int(t)) for s, p, t in zip(shape, patch, stride))
+
+
+def write_stats_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write per-organ statistics rows (:data:`STATS_COLUMNS`) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=STATS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Predictor:
+    """Whole-volume NIfTI prediction with ``predict_fn(params, x)`` and an inference spec.
+
+    ``predict_fn`` must be the same (hashable) object across calls so that the compiled
+    sliding-window program is reused.
+    """
+
+    def __init__(self, predict_fn: Callable[[Any, Any], Any], params: Any, spec: dict,
+                 source: str = "spec"):
+        self.predict_fn = predict_fn
+        self.params = params
+        self.spec = check_spec(spec, source)
+        self.schema = spec_schema(self.spec)
+        self.label_dtype = np.uint8 if self.schema.num_classes <= 256 else np.uint16
+
+    def predict_image(self, img: nib.Nifti1Image, suv_factor: float | None = None,
+                      mirror: bool = False, largest_component: bool = False,
+                      name: str = "?") -> np.ndarray:
+        """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``)."""
+        spec = self.spec
+        ras = nifti.to_ras(img)
+        data, affine = nifti.resample_to_spacing(nifti.array(ras), ras.affine, spec["spacing"],
+                                                 order=1)
+        x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
+                      case_id=name)
+        labels = sliding_window(
+            x[..., None], self.predict_fn, window_size(x.shape, spec["patch_size"],
+                                                       spec["total_stride"]),
+            overlap=spec["overlap"], mode="gaussian", batch_size=spec.get("batch_size", 2),
+            mirror_axes=MIRROR_AXES if mirror else spec["mirror_axes"],
+            mirror_lut=self.schema.mirror_lut(), output="labels", params=self.params)
+        labels = nifti.to_original_grid(np.asarray(labels), affine, img, order=0)
+        if largest_component:
+            labels = largest_connected_component(labels)
+        return labels.astype(self.label_dtype)
+
+    def organ_stats(self, img: nib.Nifti1Image, labels: np.ndarray, suv_factor: float | None,
+                    name: str) -> list[dict[str, Any]]:
+        """Per-organ volume (ml) and SUV mean/max/peak on the image grid; without an SUV factor
+        the intensity statistics are in the image's own units (``units="raw"``)."""
+        image = nifti.array(img)
+        if suv_factor is not None:
+            image = image * np.float32(suv_factor)
+        spacing = tuple(float(s) for s in nifti.voxel_spacing(img.affine))
+        units = "SUV" if suv_factor is not None else "raw"
+        rows = []
+        for label in self.schema.foreground_ids:
+            values = metrics.organ_pet_stats(image, labels, label, spacing)
+            rows.append({"case": name, "label": label, "organ": self.schema.name_of(label),
+                         **{k: values[k] for k in STATS_COLUMNS[3:7]}, "units": units})
+        return rows
+
+    def predict_nifti(self, input_path: str | Path, output_path: str | Path,
+                      stats: str | Path | None = None, suv_factor: float | None = None,
+                      mirror: bool = False, largest_component: bool = False
+                      ) -> list[dict[str, Any]]:
+        """Predict one file; write the label map (and the stats CSV when ``stats`` is given).
+
+        Returns the per-organ statistics rows. Nothing is written when the input is invalid.
+        """
+        output_path = check_output_path(output_path)
+        img = load_input(input_path)
+        name = case_name(input_path)
+        labels = self.predict_image(img, suv_factor, mirror, largest_component, name)
+        rows = self.organ_stats(img, labels, suv_factor, name)
+        nifti.save_like(output_path, labels, img)
+        if stats is not None:
+            write_stats_csv(stats, rows)
+        return rows

@@ -1,0 +1,107 @@
+"""Dose re-simulation: mean preserved, variance grows with the factor, seeded, count scale."""
+
+import numpy as np
+import pytest
+
+from petseg_jax.data.dose import (DoseConfig, augment_dose, estimate_count_scale,
+                                  sample_dose_factor, simulate_dose_reduction)
+
+LEVEL, SCALE = 5.0, 10.0  # image units, counts per image unit: 50 counts per voxel
+FLAT = np.full((64, 64, 64), LEVEL, np.float32)
+
+
+@pytest.mark.parametrize("factor", [2.0, 10.0, 50.0])  # normal path, then exact Poisson
+def test_mean_preserved_and_variance_matches_the_count_model(factor):
+    out = simulate_dose_reduction(FLAT, factor, SCALE, np.random.default_rng(1))
+    assert out.dtype == np.float32
+    expected_var = LEVEL * (factor - 1.0) / SCALE  # added on top of the input's own LEVEL/SCALE
+    assert abs(out.mean() - LEVEL) < 4 * np.sqrt(expected_var / out.size)
+    assert out.var() == pytest.approx(expected_var, rel=0.03)
+
+
+def test_variance_grows_with_factor():
+    variances = [simulate_dose_reduction(FLAT, f, SCALE, np.random.default_rng(2)).var()
+                 for f in (1.0, 2.0, 4.0, 20.0, 100.0)]
+    assert variances[0] == 0.0
+    assert all(a < b for a, b in zip(variances, variances[1:]))
+
+
+def test_low_counts_are_exact_poisson_counts():
+    factor = 26.0  # k = SCALE / (factor - 1) = 0.4 counts per unit: lam = 2 per voxel
+    out = simulate_dose_reduction(FLAT[:8], factor, SCALE, np.random.default_rng(3))
+    k = SCALE / (factor - 1.0)
+    counts = (out - LEVEL) * k + LEVEL * k
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+    assert counts.min() >= 0
+
+
+def test_seeded_and_zero_stays_zero():
+    image = FLAT.copy()
+    image[:10] = 0.0
+    a = simulate_dose_reduction(image, 10.0, SCALE, np.random.default_rng(4))
+    b = simulate_dose_reduction(image, 10.0, SCALE, np.random.default_rng(4))
+    np.testing.assert_array_equal(a, b)
+    assert (a[:10] == 0).all()
+    assert not np.array_equal(a, simulate_dose_reduction(image, 10.0, SCALE,
+                                                         np.random.default_rng(5)))
+
+
+def test_estimate_count_scale_from_poisson_image():
+    rng = np.random.default_rng(6)
+    x, y, z = np.meshgrid(*[np.linspace(0, 1, 48)] * 3, indexing="ij")
+    activity = 2.0 + 6.0 * x + 3.0 * np.sin(3 * y) * z  # smooth, 2..11 units
+    for scale in (3.0, 30.0):
+        image = rng.poisson(activity * scale) / scale
+        assert estimate_count_scale(image) == pytest.approx(scale, rel=0.15)
+    assert estimate_count_scale(image, {"count_scale": 7.0}) == 7.0
+
+
+def test_estimate_count_scale_errors():
+    with pytest.raises(ValueError, match="inside the body"):
+        estimate_count_scale(np.zeros((20, 20, 20)))
+    with pytest.raises(ValueError, match="3D"):
+        estimate_count_scale(np.ones((20, 20)))
+
+
+def test_loguniform_factors():
+    rng = np.random.default_rng(7)
+    cfg = DoseConfig(min_factor=1.0, max_factor=100.0)
+    logs = np.log10([sample_dose_factor(rng, cfg) for _ in range(4000)])
+    assert logs.min() >= 0.0 and logs.max() <= 2.0
+    assert np.histogram(logs, bins=4, range=(0, 2))[0] == pytest.approx([1000] * 4, rel=0.15)
+
+
+def test_choice_and_uniform_factors():
+    rng = np.random.default_rng(8)
+    picks = {sample_dose_factor(rng, DoseConfig(distribution="choice", choices=(4, 20)))
+             for _ in range(50)}
+    assert picks == {4.0, 20.0}
+    draws = [sample_dose_factor(rng, DoseConfig(distribution="uniform", min_factor=2,
+                                                max_factor=3)) for _ in range(200)]
+    assert 2.0 <= min(draws) and max(draws) <= 3.0 and np.mean(draws) == pytest.approx(2.5,
+                                                                                      abs=0.1)
+
+
+def test_augment_dose_probability_and_stored_factor():
+    rng = np.random.default_rng(9)
+    off = DoseConfig(prob=0.0)
+    assert augment_dose(FLAT, rng, off, SCALE)[0] is FLAT
+    always = DoseConfig(prob=1.0, distribution="choice", choices=(10.0,))
+    out, factor = augment_dose(FLAT, rng, always, SCALE, stored_factor=1.0)
+    assert factor == 10.0 and out.var() > 0
+    out, factor = augment_dose(FLAT, rng, always, SCALE, stored_factor=20.0)  # cannot add counts
+    assert factor == 20.0 and out is FLAT
+    applied = sum(augment_dose(FLAT[:2, :2, :2], rng, DoseConfig(prob=0.3, min_factor=2.0), SCALE)
+                  [1] > 1.0 for _ in range(2000))
+    assert applied == pytest.approx(600, abs=80)
+
+
+def test_bad_dose_config():
+    with pytest.raises(ValueError, match="prob"):
+        DoseConfig(prob=2.0)
+    with pytest.raises(ValueError, match="distribution"):
+        DoseConfig.from_json({"distribution": "gamma"})
+    with pytest.raises(ValueError, match="unknown dose"):
+        DoseConfig.from_json({"max": 3})
+    with pytest.raises(ValueError, match=">= 1"):
+        simulate_dose_reduction(FLAT, 0.5, SCALE, np.random.default_rng(0))

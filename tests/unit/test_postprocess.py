@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from petseg_jax.inference.postprocess import largest_connected_component
+
+
+def _labels(dtype):
+    labels = np.zeros((12, 10, 8), dtype=dtype)
+    labels[0:2, 0:2, 0:2] = 1  # organ 1: large component (8 voxels)
+    labels[8, 8, 6] = 1  # organ 1: stray voxel
+    labels[5, 5, 5] = 2  # organ 2: two voxels touching only at a corner (26-connected)
+    labels[6, 6, 6] = 2
+    labels[10, 0, 0] = 3  # organ 3: two separate voxels
+    labels[0, 9, 7] = 3
+    return labels
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+def test_keeps_largest_component_per_organ(dtype):
+    labels = _labels(dtype)
+    out = largest_connected_component(labels)
+    assert out.dtype == dtype and out.shape == labels.shape
+    assert out[8, 8, 6] == 0 and (out[0:2, 0:2, 0:2] == 1).all()
+    assert out[5, 5, 5] == 2 and out[6, 6, 6] == 2  # corner contact keeps them together
+    assert (out == 3).sum() == 1  # tie: one of the two is kept
+    assert out[10, 0, 0] == 0 and out[0, 9, 7] == 3  # the first in C scan order survives
+    assert (labels == _labels(dtype)).all()  # input untouched
+
+
+def test_only_listed_ids_are_processed():
+    labels = _labels(np.uint8)
+    out = largest_connected_component(labels, label_ids=[3, 7])
+    assert out[8, 8, 6] == 1  # organ 1 not listed: untouched
+    assert (out == 3).sum() == 1
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="integer"):
+        largest_connected_component(np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="3-D"):
+        largest_connected_component(np.zeros((2, 2), np.uint8))
