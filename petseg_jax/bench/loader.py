@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=50, help="timed batches")
     p.add_argument("--warmup", type=int, default=4, help="untimed batches first")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dose-prob", type=float, default=DataConfig().dose.prob,
+    p.add_argument("--dose-prob", type=float, default=DataConfig().dose_augmentation.prob,
                    help="dose augmentation probability (default: the data config's)")
     p.add_argument("--cache-mb", type=int, default=0, help="TensorStore cache per process")
     p.add_argument("--read-threads", type=int, default=DataConfig().read_threads)
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_synthetic_store(args.store, cases=args.synthetic_cases, shape=args.synthetic_shape,
                               image_dtype=args.synthetic_dtype, seed=args.seed, progress=True)
     manifest = store.read_manifest(args.store)
-    cfg = DataConfig.from_json({"dose": {"prob": args.dose_prob}, "cache_mb": args.cache_mb,
+    cfg = DataConfig.from_json({"dose_augmentation": {"prob": args.dose_prob}, "cache_mb": args.cache_mb,
                                 "read_threads": args.read_threads})
     rss_before = common.tree_rss_mb()
     digest = hashlib.sha256()

@@ -188,14 +188,17 @@ def poisson_draws(lam: np.ndarray, rng: np.random.Generator, exact_below: float 
 
 
 def simulate_dose_reduction(image: np.ndarray, factor: float, count_scale: float,
-                            rng: np.random.Generator, *, exact_below: float = 2.0
-                            ) -> np.ndarray:
-    """``image`` (raw units) re-simulated with ``factor`` times fewer counts; float32 copy."""
+                            rng: np.random.Generator, *, exact_below: float = 2.0,
+                            inplace: bool = False) -> np.ndarray:
+    """``image`` (raw units) re-simulated with ``factor`` times fewer counts, as float32.
+
+    A copy, unless ``inplace`` and ``image`` is already float32: then ``image`` is overwritten.
+    """
     if not factor >= 1.0:
         raise ValueError(f"dose reduction factor must be >= 1, got {factor}")
     if not count_scale > 0.0:
         raise ValueError(f"count_scale must be > 0, got {count_scale}")
-    out = np.array(image, dtype=np.float32)
+    out = np.asarray(image, np.float32) if inplace else np.array(image, np.float32)
     if factor == 1.0:
         return out
     k = np.float32(count_scale / (factor - 1.0))
@@ -209,11 +212,13 @@ def simulate_dose_reduction(image: np.ndarray, factor: float, count_scale: float
 
 
 def augment_dose(image: np.ndarray, rng: np.random.Generator, cfg: DoseConfig,
-                 count_scale: float, stored_factor: float = 1.0) -> tuple[np.ndarray, float]:
+                 count_scale: float, stored_factor: float = 1.0, *, inplace: bool = False
+                 ) -> tuple[np.ndarray, float]:
     """With probability ``cfg.prob``, re-simulate ``image`` at a drawn target dose factor.
 
     Returns the (possibly unchanged) image and the effective dose reduction factor relative to
-    full dose. ``stored_factor`` is the image's own factor (metadata ``dose_reduction_factor``).
+    full dose. ``stored_factor`` is the image's own factor (metadata ``dose_reduction_factor``);
+    ``inplace`` as in :func:`simulate_dose_reduction`.
     The draws come from ``rng`` in a fixed order, so a seeded ``rng`` reproduces the result.
     """
     if cfg.prob <= 0.0 or rng.random() >= cfg.prob:
@@ -222,4 +227,4 @@ def augment_dose(image: np.ndarray, rng: np.random.Generator, cfg: DoseConfig,
     if target <= stored_factor:
         return image, float(stored_factor)
     return (simulate_dose_reduction(image, target / stored_factor, count_scale, rng,
-                                    exact_below=cfg.exact_below), target)
+                                    exact_below=cfg.exact_below, inplace=inplace), target)

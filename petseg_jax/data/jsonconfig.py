@@ -20,8 +20,12 @@ class JsonConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_json(cls: type[C], obj: Mapping[str, Any] | C | None) -> C:
-        """Build from a dict (unknown keys are an error); ``None`` gives the defaults."""
+    def from_json(cls: type[C], obj: Mapping[str, Any] | C | None, strict: bool = True) -> C:
+        """Build from a dict or ``ConfigDict``; ``None`` gives the defaults.
+
+        Unknown keys are an error, unless ``strict=False`` (a config section shared with other
+        settings): then only the known keys are read.
+        """
         if obj is None:
             return cls()
         if isinstance(obj, cls):
@@ -30,6 +34,6 @@ class JsonConfig:
             obj = obj.to_dict()
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
-        if unknown:
+        if unknown and strict:
             raise ValueError(f"unknown {cls._WHAT} keys {unknown}; known: {sorted(known)}")
-        return cls(**dict(obj))
+        return cls(**{k: v for k, v in obj.items() if k in known})

@@ -148,9 +148,9 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
 
     Tracers follow the weights, centers are balanced, half the cases are full dose (when 1 is
     among ``dose_factors``; the other factors share the rest), ``nac_fraction`` are NAC. Every
-    tracer with >= 2 cases has held-out test cases (about ``test_fraction``), and its first test
-    case is full-dose AC when such cases are allowed (the demo is judged on full-dose AC FDG
-    test cases); validation cases are drawn from the rest, keeping >= 1 train case per tracer.
+    tracer with >= 2 cases has held-out test cases (about ``test_fraction``), at least half of
+    them full-dose AC when such cases are allowed (the demo is judged on full-dose AC FDG test
+    cases); validation cases are drawn from the rest, keeping >= 1 train case per tracer.
     """
     if n < 1:
         raise ValueError("--cases must be >= 1")
@@ -175,16 +175,16 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
         n_test = max(1, int(round(test_fraction * len(idx))))
         for i in idx[:n_test]:
             split[i] = "test"
-        first = idx[0]
-        forced.add(first)
-        for values, wanted in ((k_of, 1.0), (ac_of, True)):
-            if values[first] != wanted and wanted in values:
-                donor = next((j for j in range(n) if values[j] == wanted and j not in forced),
-                             None)
-                if donor is None:
-                    values[first] = wanted
-                else:
-                    values[first], values[donor] = values[donor], values[first]
+        for i in idx[:(n_test + 1) // 2]:  # at least half the test cases: full-dose AC
+            forced.add(i)
+            for values, wanted in ((k_of, 1.0), (ac_of, True)):
+                if values[i] != wanted and wanted in values:
+                    donor = next((j for j in range(n) if values[j] == wanted
+                                  and j not in forced), None)
+                    if donor is None:
+                        values[i] = wanted
+                    else:
+                        values[i], values[donor] = values[donor], values[i]
     n_val = int(round(val_fraction * n)) if n >= 5 else 0
     for i in rng.permutation(n):
         if n_val == 0:

@@ -343,7 +343,8 @@ _TORSO = np.array([
     # z     a     b    yc   fat
     [830, 150, 88, -12, 1.2], [930, 158, 92, -8, 1.3], [1030, 135, 85, 0, 1.4],
     [1100, 125, 84, 2, 1.4], [1200, 133, 92, 2, 1.2], [1300, 143, 100, 0, 1.0],
-    [1400, 150, 92, -5, 0.9], [1440, 165, 76, -12, 0.8], [1480, 110, 56, -15, 0.6]])
+    [1400, 150, 92, -5, 0.9], [1440, 160, 78, -12, 0.8], [1465, 125, 64, -14, 0.7],
+    [1485, 70, 52, -15, 0.5]])
 # Spine column: z, vertebral-body centre y, half-width, half-depth, canal radius.
 _SPINE = np.array([
     [860, -72, 15, 12, 5], [900, -62, 38, 20, 6], [990, -30, 42, 22, 9],
@@ -366,11 +367,11 @@ class Anatomy:
         self.sz = self.height / REF_HEIGHT
         self.sxy = self.sz ** 0.7 * float(np.exp(0.04 * rng.standard_normal()))
         self.lean = float(np.exp(0.05 * rng.standard_normal()))
-        self.fat = float(np.clip(rng.normal(18, 8), 5, 45))
+        self.fat = float(np.clip(rng.normal(18, 8), 6, 45))
         self.arms_down = bool(rng.random() < 0.75)
         self.breath = float(rng.normal(0, 8))
         self.bladder_fill = float(np.exp(0.35 * rng.standard_normal()))
-        bmi = 22.0 * self.lean ** 2 * self.sxy ** 2 / self.sz ** 2 * (1 + 0.025 * (self.fat - 18))
+        bmi = 24.0 * self.lean ** 2 * (1 + 0.025 * (self.fat - 18))
         self.weight_kg = round(bmi * (self.height / 1000) ** 2, 1)
         self.body_warp = Warp(rng, 5.0 * self.sxy, (200, 500))
         self._build_body()
@@ -381,7 +382,8 @@ class Anatomy:
 
     def p(self, x: float, y: float, z: float) -> np.ndarray:
         """Reference-subject position (mm) -> this subject's world position."""
-        return np.array([x * self.sxy, y * self.sxy, z * self.sz])
+        s = self.sxy * self.lean ** 0.7
+        return np.array([x * s, y * s, z * self.sz])
 
     def _organ_jitter(self, name: str, pos_sd: float, size_cv: float):
         rng = self._rng(name)
@@ -479,8 +481,9 @@ class Anatomy:
         return pt.tissue
 
     def _paint_body(self, pt: Painter) -> None:
-        pt.paint("fat", self.body)
-        pt.paint("muscle", self.body_lean)
+        for tissue, body in (("fat", self.body), ("muscle", self.body_lean)):
+            for part in body.parts:  # part by part: each only inside its own box
+                pt.paint(tissue, part)
         pt.paint("visceral", self.cavity)
         for bone in self.limb_bones:
             pt.paint("bone", bone)
@@ -572,7 +575,7 @@ class Anatomy:
             (L * 38, 50, 1092), (L * 5, 50, 1098), (R * 20, 40, 1110)],
             [16, 26, 28, 26, 22, 18, 12], size_cv=0.15, breath=1), below)
         self._paint_organ(pt, "spleen", self.ellipsoid(
-            "spleen", (L * 98, -45, 1178), (22, 38, 55), _rot_to((L * 0.2, 0.55, -0.8)),
+            "spleen", (L * 88, -38, 1162), (23, 40, 56), _rot_to((L * 0.2, 0.55, -0.8)),
             breath=1), below)
         self._paint_heart(pt)
         for tissue, side, c in (("kidney_right", R, (R * 65, -40, 1095)),
@@ -622,7 +625,7 @@ class Anatomy:
             size_cv=0.08))
         for tissue, c in (("adrenal_gland_right", (R * 40, -30, 1150)),
                           ("adrenal_gland_left", (L * 38, -26, 1148))):
-            self._paint_organ(pt, tissue, self.ellipsoid(tissue, c, (7, 10, 18), pos_sd=3,
+            self._paint_organ(pt, tissue, self.ellipsoid(tissue, c, (9, 10, 18), pos_sd=3,
                                                          size_cv=0.08, breath=1), cav)
 
     def _paint_heart(self, pt: Painter) -> None:
@@ -682,6 +685,6 @@ class Anatomy:
         region[in_range & (dc < rc)] = TISSUE_CODE["spinal_canal"]
         rng = self._rng("spinal_cord")
         conus = (1120 + rng.normal(0, 15)) * self.sz
-        r_cord = np.float32(6.5 * s)
+        r_cord = np.float32(7.0 * s)
         region[(z > conus) & (z <= levels[-1]) & (dc < np.minimum(r_cord, rc - 1))] = \
             TISSUE_CODE["spinal_cord"]

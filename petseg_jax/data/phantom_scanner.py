@@ -37,9 +37,9 @@ class Center:
 
 
 CENTERS: dict[str, Center] = {c.name: c for c in (
-    Center("center_a", 3.0, 3.0, (4.0, 4.0, 4.0), 900.0, 1.00),  # uEXPLORER-class total body
-    Center("center_b", 3.6, 4.0, (3.6, 3.6, 4.0), 650.0, 0.97),  # Quadra-class long axial FOV
-    Center("center_c", 5.0, 5.0, (4.8, 4.8, 4.0), 250.0, 1.04),  # conventional-FOV multi-bed
+    Center("center_a", 3.0, 3.0, (4.0, 4.0, 4.0), 4000.0, 1.00),  # uEXPLORER-class total body
+    Center("center_b", 3.6, 4.0, (3.6, 3.6, 4.0), 2500.0, 0.97),  # Quadra-class long axial FOV
+    Center("center_c", 5.0, 5.0, (4.8, 4.8, 4.0), 700.0, 1.04),  # conventional-FOV multi-bed
 )}
 
 

@@ -56,7 +56,8 @@ _COUNT_BLOCK = 64  # edge of the block the count scale is estimated from
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(JsonConfig):
-    """Input pipeline settings (JSON; nested ``normalization`` and ``dose`` may be dicts).
+    """Input pipeline settings (JSON; nested ``normalization`` and ``dose_augmentation`` may be
+    dicts). Built from the training config's ``data`` section by :func:`data_config`.
 
     ``read_threads``/``read_buffer``: threads and batches of read-ahead inside each process that
     builds batches; ``worker_buffer``: batches each worker keeps ready; ``cache_mb``: TensorStore
@@ -66,7 +67,7 @@ class DataConfig(JsonConfig):
     _WHAT = "data"
 
     normalization: NormalizationConfig = NormalizationConfig()
-    dose: DoseConfig = DoseConfig()
+    dose_augmentation: DoseConfig = DoseConfig()
     foreground_fraction: float = 1.0 / 3.0
     read_threads: int = 1
     read_buffer: int = 2
@@ -76,7 +77,8 @@ class DataConfig(JsonConfig):
     def __post_init__(self):
         object.__setattr__(self, "normalization",
                            NormalizationConfig.from_json(self.normalization))
-        object.__setattr__(self, "dose", DoseConfig.from_json(self.dose))
+        object.__setattr__(self, "dose_augmentation",
+                           DoseConfig.from_json(self.dose_augmentation))
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got "
                              f"{self.foreground_fraction}")
@@ -109,9 +111,17 @@ class CaseInfo:
                    meta.get("count_scale"), locations)
 
 
-def load_cases(store_dir: str | Path, case_ids: Sequence[str] | None) -> list[CaseInfo]:
+def data_config(data_cfg: DataConfig | Mapping[str, Any] | None) -> DataConfig:
+    """A :class:`DataConfig` from itself, ``None`` (defaults) or a mapping/``ConfigDict`` such as
+    the training config's ``data`` section, whose other keys (patch_size, workers, ...) are
+    ignored; the nested ``normalization`` and ``dose_augmentation`` sections are read strictly."""
+    return DataConfig.from_json(data_cfg, strict=False)
+
+
+def load_cases(store_dir: str | Path, case_ids: Sequence[str] | None,
+               manifest: Mapping[str, Any] | None = None) -> list[CaseInfo]:
     """:class:`CaseInfo` of ``case_ids`` (all manifest cases when ``None``), in that order."""
-    cases = store.read_manifest(store_dir)["cases"]
+    cases = (manifest or store.read_manifest(store_dir))["cases"]
     case_ids = list(cases) if case_ids is None else list(case_ids)
     missing = [c for c in case_ids if c not in cases]
     if missing:
@@ -222,7 +232,7 @@ class PatchSource:
         All reads are issued before the first is awaited, so TensorStore overlaps them.
         """
         n = len(requests)
-        images = np.zeros((n, *self.patch_size, 1), np.float32)
+        images = np.empty((n, *self.patch_size, 1), np.float32)  # normalize fills it all
         labels = np.zeros((n, *self.patch_size), np.uint8)
         pending = []
         for index, case_pos, foreground in requests:
@@ -241,9 +251,9 @@ class PatchSource:
             except ValueError as e:
                 raise store.StoreError(f"case {case.case_id}: reading a patch failed: {e}") \
                     from None
-            if self.cfg.dose.prob > 0.0:
-                raw, _ = augment_dose(raw, rng, self.cfg.dose, self.count_scale(case),
-                                      case.stored_factor)
+            if self.cfg.dose_augmentation.prob > 0.0:
+                raw, _ = augment_dose(raw, rng, self.cfg.dose_augmentation, self.count_scale(case),
+                                      case.stored_factor, inplace=True)
             normalize(raw, case.suv_factor, case.intensity, self.cfg.normalization,
                       case_id=case.case_id, out=images[k, ..., 0])
         return {"image": images, "label": labels}
@@ -354,7 +364,7 @@ def make_train_iterator(store_dir: str | Path, case_ids: Sequence[str] | None, *
     """
     if local_batch_size < 1:
         raise ValueError(f"local_batch_size must be >= 1, got {local_batch_size}")
-    cfg = DataConfig.from_json(data_cfg)
+    cfg = data_config(data_cfg)
     source = PatchSource(store_dir, load_cases(store_dir, case_ids), patch_size, cfg, seed)
     return TrainIterator(_LocalBatch(source, local_batch_size, process_index, process_count),
                          workers)
@@ -371,9 +381,9 @@ def make_val_cases(store_dir: str | Path, case_ids: Sequence[str] | None,
     Yields ``{"case_id", "image": (X, Y, Z, 1) float32, "label": (X, Y, Z) uint8, "meta"}``
     with ``meta`` the manifest entry (spacing, affine, metadata, suv_factor, ...).
     """
-    cfg = DataConfig.from_json(data_cfg)
+    cfg = data_config(data_cfg)
     manifest = store.read_manifest(store_dir)
-    for case in load_cases(store_dir, case_ids)[process_index::process_count]:
+    for case in load_cases(store_dir, case_ids, manifest)[process_index::process_count]:
         image = np.empty((*case.shape, 1), np.float32)
         normalize(_open(store.image_path(store_dir, case.case_id), cfg.cache_mb).read().result(),
                   case.suv_factor, case.intensity, cfg.normalization, case_id=case.case_id,
@@ -391,7 +401,7 @@ def make_val_patches(store_dir: str | Path, case_ids: Sequence[str] | None, *,
 
     Each case gets ``patches_per_case`` patches, with the training foreground fraction.
     """
-    cfg = dataclasses.replace(DataConfig.from_json(data_cfg), dose=DoseConfig(prob=0.0))
+    cfg = dataclasses.replace(data_config(data_cfg), dose_augmentation=DoseConfig(prob=0.0))
     cases = load_cases(store_dir, case_ids)
     source = PatchSource(store_dir, cases, patch_size, cfg, seed)
     slots = sampling.foreground_slots(patches_per_case, cfg.foreground_fraction)

@@ -279,7 +279,10 @@ def _read_dataset_json(path: Path) -> tuple[LabelSchema, str, int]:
         schema = LabelSchema.from_json(obj)
     except (ValueError, KeyError, TypeError) as e:
         raise RawDatasetError(f"{path}: bad labels: {e}") from None
-    return schema, str(obj["file_ending"]), int(obj["numTraining"])
+    if not isinstance(obj["numTraining"], int) or obj["numTraining"] < 0:
+        raise RawDatasetError(f"{path}: numTraining must be a whole number >= 0, "
+                              f"got {obj['numTraining']!r}")
+    return schema, str(obj["file_ending"]), obj["numTraining"]
 
 
 class RawDataset:

@@ -439,20 +439,21 @@ def write_report(eval_dir: str | Path, rows: Sequence[Row], *,
     ``eval_dir``; returns the summary. ``dose_sweep_rows``: rows with a ``swept_dose_factor``
     column, or a mapping factor -> rows; adds ``dose_sweep.csv``, ``summary["dose_sweep"]`` and a
     curve. ``mip_pngs``: already written figures (see :func:`mip_figure`) shown in the report."""
+    rows = [dict(r) for r in rows]
+    summary = summarize(rows)  # validates the rows before anything is written
+    sweep = _sweep_rows(dose_sweep_rows) if dose_sweep_rows else []
+    if sweep:
+        summary["dose_sweep"] = summarize_dose_sweep(sweep)
     eval_dir = Path(eval_dir)
     figures_dir = eval_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    rows = [dict(r) for r in rows]
-    summary = summarize(rows)
     _write_csv(eval_dir / "cases.csv", rows)
     figures = [figures_dir / "dice_heatmap.png", figures_dir / "dice_vs_dose.png"]
     _dice_heatmap(figures[0], summary["by_organ_and_tracer"])
     _dose_curve(figures[1], summary["details"]["by_dose_reduction_factor"],
                 summary["by_tracer_and_dose_reduction_factor"],
                 "Dice versus dose reduction factor (test cases)")
-    if dose_sweep_rows:
-        sweep = _sweep_rows(dose_sweep_rows)
-        summary["dose_sweep"] = summarize_dose_sweep(sweep)
+    if sweep:
         _write_csv(eval_dir / "dose_sweep.csv", sweep)
         figures.append(figures_dir / "dose_sweep.png")
         _dose_curve(figures[-1], summary["dose_sweep"]["details"], summary["dose_sweep"]["by_tracer"],

@@ -54,11 +54,10 @@ def case_name(path: str | Path) -> str:
 
 
 def check_output_path(path: str | Path) -> Path:
-    """An output NIfTI path: ``.nii`` or ``.nii.gz``; its folder is created."""
+    """An output NIfTI path: it must end in ``.nii`` or ``.nii.gz``."""
     path = Path(path)
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise ValueError(f"output {path} must end in .nii or .nii.gz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -158,6 +157,7 @@ class Predictor:
         name = case_name(input_path)
         labels = self.predict_image(img, suv_factor, mirror, largest_component, name)
         rows = self.organ_stats(img, labels, suv_factor, name)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
         nifti.save_like(output_path, labels, img)
         if stats is not None:
             write_stats_csv(stats, rows)

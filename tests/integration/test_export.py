@@ -66,13 +66,18 @@ def test_artifact_round_trip(run, tmp_path):
     mlir = (export_dir / "model.mlir").read_text()
     assert "module @" in mlir and "stablehlo.convolution" in mlir
 
-    # The CLI writes a fresh artifact and replaces an existing one without leftovers.
+    # The CLI writes a bfloat16 artifact, replacing an existing one without leftovers.
     out = tmp_path / "cli_export"
     for _ in range(2):
         assert export_lib.main(["--workdir", str(workdir), "--out", str(out),
-                                "--platforms", "cpu"]) == out
+                                "--platforms", "cpu", "--dtype", "bfloat16"]) == out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli_export"]
-    assert read_meta(out)["export"]["platforms"] == ["cpu"]
+    info = read_meta(out)["export"]
+    assert (info["dtype"], info["platforms"]) == ("bfloat16", ["cpu"])
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 16, 1)).astype(np.float32)
+    full, half = exported.call(x), ServedModel(out).exported.call(x)
+    assert half.dtype == np.float32
+    assert 0 < np.abs(half - full).max() <= 0.1 * np.abs(full).max()
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -10,11 +10,11 @@ from store_fixtures import make_tiny_store
 
 from petseg_jax.data import store
 from petseg_jax.data.normalization import NormalizationConfig, normalize
-from petseg_jax.data.pipeline import (DataConfig, local_sample_indices, make_train_iterator,
-                                      make_val_cases, make_val_patches)
+from petseg_jax.data.pipeline import (DataConfig, data_config, local_sample_indices,
+                                      make_train_iterator, make_val_cases, make_val_patches)
 
 PATCH = (16, 16, 16)
-DOSE_ON = {"dose": {"prob": 0.7}}
+DOSE_ON = {"dose_augmentation": {"prob": 0.7}}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_batches_shape_dtype_and_values(tiny_store):
 
 
 def test_dose_augmentation_changes_images_not_labels(tiny_store):
-    plain, _ = _batches(tiny_store, 3, data_cfg={"dose": {"prob": 0.0}})
-    noisy, _ = _batches(tiny_store, 3, data_cfg={"dose": {"prob": 1.0, "min_factor": 20.0}})
+    plain, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 0.0}})
+    noisy, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 1.0, "min_factor": 20.0}})
     for a, b in zip(plain, noisy):
         np.testing.assert_array_equal(a["label"], b["label"])
         assert not np.array_equal(a["image"], b["image"])
@@ -137,6 +137,21 @@ def test_bad_inputs(tiny_store, tmp_path):
         make_train_iterator(tmp_path / "none", None, patch_size=PATCH, local_batch_size=1, seed=0)
     with pytest.raises(ValueError, match="unknown data keys"):
         DataConfig.from_json({"patch": 3})
+    with pytest.raises(ValueError, match="unknown dose augmentation keys"):
+        data_config({"dose_augmentation": {"probability": 0.5}})
+
+
+def test_data_config_from_the_training_config_section():
+    import ml_collections
+    section = ml_collections.ConfigDict({
+        "patch_size": (8, 8, 8), "workers": 4, "foreground_fraction": 0.5,
+        "normalization": {"mode": "case", "transform": "clip", "clip_percentile": 99.5},
+        "dose_augmentation": {"prob": 0.25, "min_factor": 1.0, "max_factor": 100.0,
+                              "distribution": "loguniform"}})
+    cfg = data_config(section)
+    assert cfg.foreground_fraction == 0.5 and cfg.dose_augmentation.prob == 0.25
+    assert cfg.normalization == NormalizationConfig(mode="case", transform="clip")
+    assert DataConfig.from_json(cfg.to_json()) == cfg
 
 
 class _Counter:

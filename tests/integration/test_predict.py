@@ -4,7 +4,6 @@ checkpoint vs export agreement."""
 from __future__ import annotations
 
 import csv
-import json
 
 import jax.numpy as jnp
 import nibabel as nib

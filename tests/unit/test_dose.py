@@ -2,15 +2,16 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from petseg_jax.data.dose import (DoseConfig, augment_dose, estimate_count_scale,
+from petseg_jax.data.dose import (DoseConfig, augment_dose, estimate_count_scale, poisson_draws,
                                   sample_dose_factor, simulate_dose_reduction)
 
 LEVEL, SCALE = 5.0, 10.0  # image units, counts per image unit: 50 counts per voxel
 FLAT = np.full((64, 64, 64), LEVEL, np.float32)
 
 
-@pytest.mark.parametrize("factor", [2.0, 10.0, 50.0])  # normal path, then exact Poisson
+@pytest.mark.parametrize("factor", [2.0, 10.0, 50.0])  # 50, 5.6 and 1.0 counts per voxel
 def test_mean_preserved_and_variance_matches_the_count_model(factor):
     out = simulate_dose_reduction(FLAT, factor, SCALE, np.random.default_rng(1))
     assert out.dtype == np.float32
@@ -26,13 +27,24 @@ def test_variance_grows_with_factor():
     assert all(a < b for a, b in zip(variances, variances[1:]))
 
 
-def test_low_counts_are_exact_poisson_counts():
-    factor = 26.0  # k = SCALE / (factor - 1) = 0.4 counts per unit: lam = 2 per voxel
-    out = simulate_dose_reduction(FLAT[:8], factor, SCALE, np.random.default_rng(3))
-    k = SCALE / (factor - 1.0)
-    counts = (out - LEVEL) * k + LEVEL * k
-    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
-    assert counts.min() >= 0
+@pytest.mark.parametrize("lam", [0.05, 0.7, 1.9, 2.0, 6.0, 40.0])  # exact below 2, then approx.
+def test_poisson_draws_follow_the_poisson_law(lam):
+    counts = poisson_draws(np.full(400_000, lam, np.float32), np.random.default_rng(3))
+    assert counts.dtype == np.float32 and (counts == np.round(counts)).all() and counts.min() >= 0
+    k = np.arange(int(lam + 10 * np.sqrt(lam) + 10))
+    observed = np.bincount(counts.astype(int), minlength=k.size)[:k.size] / counts.size
+    assert 0.5 * np.abs(observed - stats.poisson.pmf(k, lam)).sum() < 0.012  # total variation
+    assert counts.mean() == pytest.approx(lam, rel=0.01, abs=0.002)
+    assert counts.var() == pytest.approx(lam, rel=0.015, abs=0.002)
+
+
+def test_poisson_draws_mixed_intensities_keep_their_place():
+    lam = np.array([0.0, 0.5, 300.0, 1.0, 5000.0] * 1000, np.float32).reshape(50, 20, 5)
+    counts = poisson_draws(lam, np.random.default_rng(4))
+    assert counts.shape == lam.shape
+    means = counts.reshape(-1, 5).mean(0)
+    np.testing.assert_allclose(means, [0.0, 0.5, 300.0, 1.0, 5000.0], rtol=0.1, atol=0.05)
+    assert (counts[lam == 0] == 0).all()
 
 
 def test_seeded_and_zero_stays_zero():
@@ -44,6 +56,8 @@ def test_seeded_and_zero_stays_zero():
     assert (a[:10] == 0).all()
     assert not np.array_equal(a, simulate_dose_reduction(image, 10.0, SCALE,
                                                          np.random.default_rng(5)))
+    c = simulate_dose_reduction(image, 10.0, SCALE, np.random.default_rng(4), inplace=True)
+    assert c is image and np.array_equal(c, a)
 
 
 def test_estimate_count_scale_from_poisson_image():

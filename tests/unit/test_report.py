@@ -57,13 +57,14 @@ def test_summary_numbers_from_hand_made_rows():
     assert hd["mean"] == 3.0 and hd["n"] == 1 and hd["n_inf"] == 1
 
 
-def test_inconsistent_or_incomplete_rows_are_rejected():
+def test_inconsistent_or_incomplete_rows_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="different metadata"):
         report.summarize(ROWS + [_row("a", "spleen", "PSMA", "X", 1.0, True, 0.5)])
     with pytest.raises(ValueError, match="case_id, organ and dice"):
         report.summarize([{"case_id": "a", "dice": 0.5}])
     with pytest.raises(ValueError, match="swept_dose_factor"):
-        report.write_report("unused", ROWS, dose_sweep_rows=ROWS)
+        report.write_report(tmp_path / "eval", ROWS, dose_sweep_rows=ROWS)
+    assert not (tmp_path / "eval").exists()  # nothing written for invalid input
 
 
 @pytest.fixture(scope="module")

@@ -133,6 +133,12 @@ def test_labels_output_is_argmax_and_params_are_passed(volume):
     np.testing.assert_allclose(np.asarray(avg), ref, rtol=1e-4, atol=1e-5)
 
 
+def test_bfloat16_accumulation_is_close(volume):
+    out = sliding_window(volume, position_dependent, PATCH, accum_dtype="bfloat16")
+    ref = reference(volume, np_fn, PATCH, 0.5, "gaussian")
+    np.testing.assert_allclose(np.asarray(out), ref, atol=0.05)
+
+
 def test_bad_input_is_rejected(volume):
     with pytest.raises(ValueError, match="channels-last"):
         sliding_window(volume[..., 0], position_dependent, PATCH)
