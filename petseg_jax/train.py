@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     distributed.initialize()
     main_process = distributed.is_main()
+    # Only process 0 logs, unless asked (multi-process tests compare every process's loss).
+    log_here = main_process or bool(os.environ.get("PETSEG_LOG_ALL_PROCESSES"))
     workdir = Path(config.workdir)
 
     # --- Plan -----------------------------------------------------------------------------
@@ -164,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                           "learning_rate": float(schedule(step - 1)),
                           "patches_per_s": patches / dt, "data_wait": wait / dt}
                 writer.write(step, "train", values)
-                if main_process:
+                if log_here:
                     log.info("step %d/%d  loss %.4f  lr %.2e  %.2f patches/s  data wait %.0f%%",
                              step, config.total_steps, values["loss"], values["learning_rate"],
                              values["patches_per_s"], 100 * values["data_wait"])

@@ -3,7 +3,7 @@
 Times ``--batches`` batches after ``--warmup`` ones and reports patches/s, MB/s (image + label
 bytes delivered), CPU core-seconds per patch over the process and its workers (so the cores a
 host needs read off as patches/s x core_s_per_patch), resident memory of the process tree at the
-start and end of the timed run, and ``first_batches_sha256``: a hash of the bytes of the first 4
+start and end of the timed run (and 10 samples in between), and ``first_batches_sha256``: a hash of the bytes of the first 4
 batches, equal for any worker count. ``--synthetic-cases N`` first writes a synthetic store
 (:mod:`petseg_jax.bench.synthetic_store`) at ``--store`` when none is there.
 """
@@ -24,6 +24,7 @@ from petseg_jax.data import store
 from petseg_jax.data.pipeline import DataConfig, make_train_iterator
 
 HASHED_BATCHES = 4
+RSS_SAMPLES = 10  # resident memory samples over the timed batches (rss_mb_trace)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "read_threads": args.read_threads})
     rss_before = common.tree_rss_mb()
     digest = hashlib.sha256()
+    trace_every, rss_trace = max(1, args.batches // RSS_SAMPLES), []
     t0 = time.perf_counter()
     with make_train_iterator(args.store, None, patch_size=args.patch,
                              local_batch_size=args.batch, seed=args.seed, data_cfg=cfg,
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if i >= args.warmup:
                 nbytes += sum(v.nbytes for v in batch.values())
                 bar.update()
+                if (i - args.warmup + 1) % trace_every == 0:
+                    rss_trace.append([i - args.warmup + 1, common.tree_rss_mb()])
         wall = time.perf_counter() - t_start
         cpu_end, rss_end = common.tree_cpu_s(), common.tree_rss_mb()
         bar.close()
@@ -93,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "core_s_per_patch": None if cpu_s is None else round(cpu_s / patches, 4),
         "cores_busy": None if cpu_s is None else round(cpu_s / wall, 2),
         "rss_mb_before": rss_before, "rss_mb_start": rss_start, "rss_mb_end": rss_end,
+        "rss_mb_trace": rss_trace,
         "first_batches_sha256": digest.hexdigest(), **common.machine(),
     }
     rows = [(k, result[k]) for k in ("store", "patch", "batch", "workers", "dose_prob",

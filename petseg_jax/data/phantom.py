@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import shutil
 import sys
@@ -22,6 +21,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -33,16 +33,18 @@ from petseg_jax.data.raw_dataset import (
     DATASET_JSON, IMAGES_DIR, LABELS_DIR, METADATA_CSV, CaseMetadata, RawDatasetError,
     canonical_tracer, image_file, label_file, save_nifti, write_dataset_json, write_metadata_csv)
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema
+from petseg_jax.data.store import write_json_atomic
 
 MARKER = "phantom.json"
 DEFAULT_TRACER_MIX = {"FDG": 0.4, "PSMA": 0.15, "DOTATATE": 0.15, "FAPI": 0.15,
                       "Grazytracer": 0.15}
 DEFAULT_DOSE_FACTORS = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)
-TEXTURE_SCALE_MM = 6.0
+TEXTURE_FWHM_MM = 14.0  # within-organ texture correlation length (sigma ~6 mm)
 
 
-@dataclasses.dataclass(frozen=True)
-class PhantomCase:
+class PhantomCase(NamedTuple):
+    """One generated case; unpacks as ``image, labels, affine, metadata``."""
+
     image: np.ndarray  # float32 (X, Y, Z), Bq/ml
     labels: np.ndarray  # uint8 (X, Y, Z), schema ids
     affine: np.ndarray  # 4x4 RAS
@@ -67,7 +69,7 @@ def _center(name: str) -> Center:
 
 
 def _texture_field(shape, spacing, rng: np.random.Generator) -> np.ndarray:
-    field = gaussian_blur(rng.standard_normal(shape, np.float32), TEXTURE_SCALE_MM * 2.355,
+    field = gaussian_blur(rng.standard_normal(shape, np.float32), TEXTURE_FWHM_MM,
                           spacing)
     return field / np.float32(field.std() + 1e-12)
 
@@ -221,7 +223,7 @@ def _prepare_out(out: Path, overwrite: bool, marker: dict) -> None:
     for sub in (IMAGES_DIR, LABELS_DIR):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir()
-    (out / MARKER).write_text(json.dumps(marker, indent=1))
+    write_json_atomic(out / MARKER, marker)
 
 
 def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float | None = None,

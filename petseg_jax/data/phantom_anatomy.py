@@ -380,10 +380,14 @@ class Anatomy:
     def _rng(self, name: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(name.encode())])
 
+    @property
+    def pos_scale(self) -> float:
+        """In-plane scale of positions: the frame, partly following the build."""
+        return self.sxy * self.lean ** 0.7
+
     def p(self, x: float, y: float, z: float) -> np.ndarray:
         """Reference-subject position (mm) -> this subject's world position."""
-        s = self.sxy * self.lean ** 0.7
-        return np.array([x * s, y * s, z * self.sz])
+        return np.array([x * self.pos_scale, y * self.pos_scale, z * self.sz])
 
     def _organ_jitter(self, name: str, pos_sd: float, size_cv: float):
         rng = self._rng(name)
@@ -392,9 +396,11 @@ class Anatomy:
         return rng, offset, scale
 
     def ellipsoid(self, name: str, center, semi, rot=None, pos_sd=5.0, size_cv=0.1,
-                  breath=0.0) -> tuple[Ellipsoid, Warp]:
+                  breath=0.0, min_semi=0.0) -> tuple[Ellipsoid, Warp]:
+        """A jittered, warped ellipsoid; ``min_semi`` (mm) keeps small organs visible at 6 mm."""
         rng, offset, scale = self._organ_jitter(name, pos_sd, size_cv)
         semi = np.asarray(semi, float) * scale * np.exp(0.05 * rng.standard_normal(3))
+        semi = np.maximum(semi, min_semi)
         rot = (np.eye(3) if rot is None else rot) @ _rot(*rng.normal(0, 6, 3))
         c = self.p(*center) + offset + [0, 0, breath * self.breath]
         warp = Warp(rng, 0.12 * float(semi.min()), (3 * semi.min(), 6 * semi.max()))
@@ -438,7 +444,7 @@ class Anatomy:
             shoulder = Ellipsoid(self.p(side * 160, -15, 1432), np.array([45, 48, 48]) * s)
             lean_parts.append(shoulder)
             outer_parts.append(shoulder.shrunk(-0.8 * f))
-            ax = side * (162 * s + f) / self.sxy + side * 40 * s / self.sxy
+            ax = side * (202 * s + f) / self.pos_scale  # beside the chest wall
             if self.arms_down:
                 pts = [(ax, -15, 1425), (ax + side * 12, -25, 1130), (ax + side * 8, 5, 880),
                        (ax, 20, 770)]
@@ -610,7 +616,7 @@ class Anatomy:
             [8.5] * 8, pos_sd=2, point_sd=1.5, size_cv=0.05))
         for side in (R, L):
             self._paint_organ(pt, "thyroid_gland", self.ellipsoid(
-                f"thyroid{side}", (side * 19, 14, 1478), (9, 10, 24), pos_sd=2))
+                f"thyroid{side}", (side * 19, 14, 1478), (9, 10, 24), pos_sd=2, min_semi=8.0))
         self._paint_organ(pt, "thyroid_gland", self.tube("isthmus", [
             (R * 16, 24, 1466), (0, 27, 1465), (L * 16, 24, 1466)], [5.5] * 3, pos_sd=2,
             point_sd=1))
@@ -626,7 +632,8 @@ class Anatomy:
         for tissue, c in (("adrenal_gland_right", (R * 40, -30, 1150)),
                           ("adrenal_gland_left", (L * 38, -26, 1148))):
             self._paint_organ(pt, tissue, self.ellipsoid(tissue, c, (9, 10, 18), pos_sd=3,
-                                                         size_cv=0.08, breath=1), cav)
+                                                         size_cv=0.08, breath=1, min_semi=8.5),
+                              cav)
 
     def _paint_heart(self, pt: Painter) -> None:
         axis = np.array([L * 0.65, 0.45, -0.6])
@@ -661,6 +668,8 @@ class Anatomy:
         x, y, z = patch.xyz
         yb, rx, ry, rc = (np.interp(z, zk, sp[:, i] * self.sxy).astype(np.float32)
                           for i in (1, 2, 3, 4))
+        r_cord = np.float32(max(7.0, 7.0 * self.sxy))  # >= 2 voxels across at 6 mm
+        rc = np.maximum(rc, r_cord + 1.5)
         levels = _LEVELS * self.sz
         lvl = np.clip(np.searchsorted(levels, z, "right") - 1, 0, len(_DISC) - 1)
         frac = (z - levels[lvl]) / (levels[lvl + 1] - levels[lvl])
@@ -685,6 +694,5 @@ class Anatomy:
         region[in_range & (dc < rc)] = TISSUE_CODE["spinal_canal"]
         rng = self._rng("spinal_cord")
         conus = (1120 + rng.normal(0, 15)) * self.sz
-        r_cord = np.float32(7.0 * s)
-        region[(z > conus) & (z <= levels[-1]) & (dc < np.minimum(r_cord, rc - 1))] = \
+        region[(z > conus) & (z <= levels[-1]) & (dc < r_cord)] = \
             TISSUE_CODE["spinal_cord"]

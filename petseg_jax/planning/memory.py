@@ -71,3 +71,19 @@ class CompiledMemory:
         compiled = build_training(cfg, self.schema, self.mesh).compile()
         seconds = time.perf_counter() - start
         return memory_report(compiled, cfg)["peak_gib_per_device"], seconds
+
+
+def platform_note(platform: str, dtype: str) -> str:
+    """How the compiled figure relates to the memory of the device the run will use."""
+    if platform != "cpu":
+        return (f"memory: compiled for this {platform} device; the figure is XLA's buffer "
+                "assignment for it, convolution workspace included")
+    note = ("memory: compiled for the CPU (no GPU here): the figure is XLA CPU's buffer "
+            "assignment of the same program; on a GPU, XLA fuses differently and adds cuDNN "
+            "convolution workspace. No correction is applied")
+    if dtype == "bfloat16":
+        note += ("; for this bfloat16 model the CPU figure over-states a GPU's, because XLA CPU "
+                 "computes bfloat16 convolutions in float32 (measured: the bfloat16 step "
+                 f"compiles to {BF16_OVER_F32_CPU:.2f}x the float32 step's memory on the CPU, "
+                 "where a native bfloat16 GPU step needs less); the slack covers the workspace")
+    return note + ". Re-plan on the GPU for its exact figure"

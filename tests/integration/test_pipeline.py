@@ -46,6 +46,15 @@ def test_batches_shape_dtype_and_values(tiny_store):
     assert state["next_sample"] == 18
 
 
+def test_patches_larger_than_the_volume_are_padded(tiny_store):
+    big = (48, 40, 56)  # the volume is 40 x 32 x 48: 4 voxels of padding on each side
+    batches, _ = _batches(tiny_store, 2, patch_size=big, local_batch_size=2)
+    for b in batches:
+        for pad in (np.s_[:, :4], np.s_[:, -4:], np.s_[:, :, :4], np.s_[:, :, :, -4:]):
+            assert (b["label"][pad] == 0).all() and (b["image"][pad] == 0).all()
+        assert b["label"][:, 4:-4, 4:-4, 4:-4].any()
+
+
 def test_dose_augmentation_changes_images_not_labels(tiny_store):
     plain, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 0.0}})
     noisy, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 1.0, "min_factor": 20.0}})

@@ -1,0 +1,162 @@
+"""3-D convolutions, channels-last, with a fast path for XLA:CPU.
+
+Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
+
+``impl`` chooses how a convolution is lowered:
+
+* ``"xla"``: ``lax.conv_general_dilated`` as is (cuDNN on GPU, fast there).
+* ``"fold"``: the ``kx`` taps along X are folded into channels (``kx`` strided slices
+  concatenated) and the rest is ONE 2-D convolution over (Y, Z) with X in the batch.
+  XLA:CPU runs 2-D convolutions through Eigen's fast kernels, while its 3-D convolutions
+  (and most of all their weight gradients) take a slow generic path. The weight gradient
+  has its own rule (see :func:`_fold_weight_grad`): XLA:CPU's backward-filter convolution
+  is slow for wide layers, so those use a batched matrix product per tap instead.
+* ``"auto"``: ``"fold"`` on CPU, ``"xla"`` elsewhere.
+
+Both give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
+BUILD_NOTES.md ("Model and CPU convolutions").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("auto", "xla", "fold")
+_DN3 = ("NDHWC", "DHWIO", "NDHWC")
+_DN2 = ("NHWC", "HWIO", "NHWC")
+Pads = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+# Weight-gradient rule of the fold path: Eigen's backward-filter 2-D convolution is fastest
+# for narrow layers; wider ones (Cin * Cout above this) use one batched matmul per tap.
+_BACKWARD_FILTER_MAX_CIN_COUT = 256
+
+
+def resolve_impl(impl: str) -> str:
+    """The concrete implementation (``"xla"`` or ``"fold"``) that ``impl`` stands for here."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown conv impl {impl!r}; expected one of {IMPLS}")
+    if impl == "auto":
+        return "fold" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def _triple(v: int | Sequence[int], what: str) -> tuple[int, int, int]:
+    t = (v,) * 3 if isinstance(v, int) else tuple(int(a) for a in v)
+    if len(t) != 3 or min(t) < 1:
+        raise ValueError(f"{what} must be a positive int or 3 positive ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def conv3d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
+           padding: str | Sequence[tuple[int, int]] = "SAME", impl: str = "auto") -> jax.Array:
+    """3-D cross-correlation like ``lax.conv_general_dilated`` (NDHWC x DHWIO -> NDHWC).
+
+    ``padding``: ``"SAME"``, ``"VALID"`` or three ``(low, high)`` pairs. Inputs and kernel
+    must share a dtype (the caller casts; see models/unet.py).
+    """
+    if x.ndim != 5 or kernel.ndim != 5:
+        raise ValueError(f"conv3d wants x (N,X,Y,Z,C) and kernel (kx,ky,kz,Cin,Cout), got "
+                         f"shapes {x.shape} and {kernel.shape}")
+    if x.shape[-1] != kernel.shape[3]:
+        raise ValueError(f"conv3d: input has {x.shape[-1]} channels, kernel expects "
+                         f"{kernel.shape[3]}")
+    st = _triple(strides, "strides")
+    if isinstance(padding, str):
+        pads = lax.padtype_to_pads(x.shape[1:4], kernel.shape[:3], st, padding)
+    else:
+        pads = [tuple(int(a) for a in p) for p in padding]
+    if len(pads) != 3 or any(len(p) != 2 for p in pads):
+        raise ValueError(f"padding must be 'SAME', 'VALID' or 3 (low, high) pairs, got {padding!r}")
+    pads = tuple(tuple(p) for p in pads)
+    if resolve_impl(impl) == "xla":
+        return lax.conv_general_dilated(x, kernel, st, pads, dimension_numbers=_DN3)
+    return _fold_conv(x, kernel, st, pads)
+
+
+def _fold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
+                  pads: Pads) -> jax.Array:
+    """X taps folded into channels, then one 2-D convolution over (Y, Z)."""
+    kx, ky, kz, cin, cout = kernel.shape
+    sx = strides[0]
+    xp = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
+    ox = (xp.shape[1] - kx) // sx + 1
+    if ox < 1:
+        raise ValueError(f"conv3d: input {x.shape} is smaller than kernel {kernel.shape[:3]}")
+    taps = [lax.slice_in_dim(xp, i, i + sx * (ox - 1) + 1, sx, axis=1) for i in range(kx)]
+    xs = taps[0] if kx == 1 else jnp.concatenate(taps, axis=-1)
+    n, _, ny, nz, _ = x.shape
+    xs = xs.reshape(n * ox, ny, nz, kx * cin)
+    k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(ky, kz, kx * cin, cout)
+    y = lax.conv_general_dilated(xs, k2, strides[1:], pads[1:], dimension_numbers=_DN2)
+    return y.reshape(n, ox, *y.shape[1:])
+
+
+def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
+                      strides: tuple[int, int, int], pads: Pads) -> jax.Array:
+    """d(loss)/d(kernel) given the output cotangent ``g``.
+
+    Narrow layers: autodiff of the 2-D convolution (Eigen backward-filter). Wide layers: for
+    each of the kx*ky*kz taps, the strided input slice contracted with ``g`` over (Y, Z) as a
+    batched matmul over (N, X), then summed: XLA:CPU runs such batched products far faster
+    than one long contraction over all voxels.
+    """
+    kx, ky, kz, cin, cout = kernel_shape
+    if cin * cout <= _BACKWARD_FILTER_MAX_CIN_COUT:
+        zero = jnp.zeros(kernel_shape, g.dtype)
+        return jax.vjp(lambda k: _fold_forward(x, k, strides, pads), zero)[1](g)[0]
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    n, ox, oy, oz, _ = g.shape
+    taps = []
+    for i in range(kx):
+        for j in range(ky):
+            for k in range(kz):
+                start = (0, i, j, k, 0)
+                stop = (n, i + strides[0] * (ox - 1) + 1, j + strides[1] * (oy - 1) + 1,
+                        k + strides[2] * (oz - 1) + 1, cin)
+                tap = lax.slice(xp, start, stop, (1, *strides, 1))
+                taps.append(jnp.einsum("nxyzc,nxyzo->nxco", tap, g).sum((0, 1)))
+    return jnp.stack(taps).reshape(kernel_shape)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _fold_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
+               pads: Pads) -> jax.Array:
+    return _fold_forward(x, kernel, strides, pads)
+
+
+def _fold_conv_fwd(x, kernel, strides, pads):
+    return _fold_forward(x, kernel, strides, pads), (x, kernel)
+
+
+def _fold_conv_bwd(strides, pads, res, g):
+    x, kernel = res
+    dx = jax.vjp(lambda a: _fold_forward(a, kernel, strides, pads), x)[1](g)[0]
+    return dx, _fold_weight_grad(x, kernel.shape, g, strides, pads).astype(kernel.dtype)
+
+
+_fold_conv.defvjp(_fold_conv_fwd, _fold_conv_bwd)
+
+
+def conv_transpose3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Transposed convolution with stride == kernel size (non-overlapping upsampling).
+
+    ``out[n, s*x + i, s*y + j, s*z + k, o] = sum_c x[n, x, y, z, c] * kernel[i, j, k, c, o]``
+    (PyTorch's ``ConvTranspose3d`` with stride = kernel_size): one per-voxel matrix product
+    and a reshape, on every platform.
+    """
+    if x.ndim != 5 or kernel.ndim != 5 or x.shape[-1] != kernel.shape[3]:
+        raise ValueError(f"conv_transpose3d wants x (N,X,Y,Z,Cin) and kernel "
+                         f"(kx,ky,kz,Cin,Cout), got shapes {x.shape} and {kernel.shape}")
+    n, nx, ny, nz, _ = x.shape
+    kx, ky, kz, _, cout = kernel.shape
+    y = jnp.einsum("nxyzc,ijkco->nxiyjzko", x, kernel)
+    return y.reshape(n, nx * kx, ny * ky, nz * kz, cout)
+
+
+def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """1x1x1 convolution: ``kernel`` of shape (Cin, Cout) applied to every voxel."""
+    return jnp.einsum("nxyzc,co->nxyzo", x, kernel)
