@@ -12,7 +12,8 @@ SUBCOMMANDS = {
     "infer": "petseg_jax.bench.infer",  # sliding-window inference (performance issue)
     "loader": "petseg_jax.bench.loader",  # input pipeline: patches/s, MB/s, determinism hash
 }
-USAGE = f"usage: python -m petseg_jax.bench {{{','.join(SUBCOMMANDS)}}} [options] (--help per benchmark)"
+USAGE = (f"usage: python -m petseg_jax.bench {{{','.join(SUBCOMMANDS)}}} [options] "
+         "(--help per benchmark)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,8 @@
 Times ``--batches`` batches after ``--warmup`` ones and reports patches/s, MB/s (image + label
 bytes delivered), CPU core-seconds per patch over the process and its workers (so the cores a
 host needs read off as patches/s x core_s_per_patch), resident memory of the process tree at the
-start and end of the timed run (and 10 samples in between), and ``first_batches_sha256``: a hash of the bytes of the first 4
-batches, equal for any worker count. ``--synthetic-cases N`` first writes a synthetic store
+start and end of the timed run (and 10 samples in between), and ``first_batches_sha256``: a hash
+of the bytes of the first 4 batches, equal for any worker count. ``--synthetic-cases N`` first writes a synthetic store
 (:mod:`petseg_jax.bench.synthetic_store`) at ``--store`` when none is there.
 """
 
@@ -57,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_synthetic_store(args.store, cases=args.synthetic_cases, shape=args.synthetic_shape,
                               image_dtype=args.synthetic_dtype, seed=args.seed, progress=True)
     manifest = store.read_manifest(args.store)
-    cfg = DataConfig.from_json({"dose_augmentation": {"prob": args.dose_prob}, "cache_mb": args.cache_mb,
-                                "read_threads": args.read_threads})
+    cfg = DataConfig.from_json({"dose_augmentation": {"prob": args.dose_prob},
+                                "cache_mb": args.cache_mb, "read_threads": args.read_threads})
     rss_before = common.tree_rss_mb()
     digest = hashlib.sha256()
     trace_every, rss_trace = max(1, args.batches // RSS_SAMPLES), []

@@ -135,7 +135,8 @@ def load_cases(store_dir: str | Path, case_ids: Sequence[str] | None,
 
 def local_sample_indices(batch_index: int, local_batch_size: int, process_index: int = 0,
                          process_count: int = 1) -> np.ndarray:
-    """Global sample indices of process ``process_index``'s share of global batch ``batch_index``."""
+    """Global sample indices of process ``process_index``'s slice of global batch
+    ``batch_index``."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     first = (batch_index * process_count + process_index) * local_batch_size

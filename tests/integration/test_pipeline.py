@@ -57,7 +57,8 @@ def test_patches_larger_than_the_volume_are_padded(tiny_store):
 
 def test_dose_augmentation_changes_images_not_labels(tiny_store):
     plain, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 0.0}})
-    noisy, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 1.0, "min_factor": 20.0}})
+    noisy, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 1.0,
+                                                                         "min_factor": 20.0}})
     for a, b in zip(plain, noisy):
         np.testing.assert_array_equal(a["label"], b["label"])
         assert not np.array_equal(a["image"], b["image"])
@@ -224,3 +225,22 @@ def test_device_prefetcher_on_the_pipeline_resumes_exactly(tiny_store, data_shar
         b.set_state(state)
         for expected, got in zip(following, itertools.islice(b, 2)):
             np.testing.assert_array_equal(np.asarray(got["image"]), expected)
+
+
+def test_bench_loader_cli_reports_and_hashes_the_first_batches(tiny_store, capsys):
+    import json
+
+    from petseg_jax.bench.__main__ import main
+    argv = ["loader", "--store", str(tiny_store), "--patch", *map(str, PATCH), "--batch", "2",
+            "--batches", "3", "--warmup", "2", "--seed", "3", "--dose-prob", "0.7"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["patches_per_s"] > 0 and result["mb_per_s"] > 0 and result["batches"] == 3
+    assert result["rss_mb_start"] > 0 and len(result["rss_mb_trace"]) == 3
+    expected, _ = _batches(tiny_store, 4)  # same seed, dose probability and batch as DOSE_ON
+    digest = hashlib.sha256()
+    for b in expected:
+        digest.update(b["image"].tobytes())
+        digest.update(b["label"].tobytes())
+    assert result["first_batches_sha256"] == digest.hexdigest()
+    assert main(["nope"]) == 2
