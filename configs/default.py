@@ -6,6 +6,11 @@
 
 import ml_collections
 
+from petseg_jax.models.unet import MODEL_DEFAULTS
+from petseg_jax.training.augment import AUGMENT_DEFAULTS
+from petseg_jax.training.loss import LOSS_DEFAULTS
+from petseg_jax.training.optim import OPTIM_DEFAULTS
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -22,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.raw_dir = ""  # nnU-Net-style raw folder (imagesTr, labelsTr, dataset.json, metadata.csv)
     data.store = ""  # TensorStore zarr3 store; ingested from raw_dir when missing
     data.spacing = (2.0, 2.0, 2.0)  # target spacing for ingest (mm); () = dataset median
-    data.image_dtype = "float16"
+    data.image_dtype = "float32"  # float16 halves the store; only for data in kBq/ml or SUV
     data.phantom = ml_collections.ConfigDict()
     data.phantom.enabled = False  # generate a phantom raw set when neither raw nor store exist
     data.phantom.cases = 0
@@ -51,49 +56,21 @@ def get_config() -> ml_collections.ConfigDict:
     data.dose_augmentation.max_factor = 100.0
     data.dose_augmentation.distribution = "loguniform"  # loguniform | uniform | choice
 
-    config.model = model = ml_collections.ConfigDict()
+    # Model, loss, optimizer and augmentation start from their modules' documented defaults
+    # (nnU-Net's values); the lines below are what this config changes.
+    config.model = model = ml_collections.ConfigDict(MODEL_DEFAULTS)
     model.name = "unet"  # unet | resenc
     model.n_stages = 6
     model.base_features = 32
     model.max_features = 320
-    model.blocks_per_stage = 2
-    model.decoder_blocks = 2
-    model.deep_supervision = True
     model.dtype = "bfloat16"  # compute dtype; parameters are float32, logits float32
-    model.conv_impl = "auto"
 
-    config.loss = loss = ml_collections.ConfigDict()
+    config.loss = loss = ml_collections.ConfigDict(LOSS_DEFAULTS)
     loss.batch_dice = True
-    loss.dice_weight = 1.0
-    loss.ce_weight = 1.0
-    loss.ignore_label = -1  # -1: none
 
-    config.optim = optim = ml_collections.ConfigDict()
-    optim.name = "sgd"  # sgd (nnU-Net: Nesterov + poly) | adamw (warmup + cosine)
-    optim.learning_rate = 0.01
-    optim.momentum = 0.99
-    optim.weight_decay = 3e-5
-    optim.warmup_steps = 0
-    optim.clip_norm = 12.0
+    config.optim = ml_collections.ConfigDict(OPTIM_DEFAULTS)  # sgd: Nesterov + poly (nnU-Net)
 
-    config.augment = aug = ml_collections.ConfigDict()
-    aug.p_rotate = 0.2
-    aug.max_rotation_deg = 15.0
-    aug.p_scale = 0.2
-    aug.scale_range = (0.85, 1.25)
-    aug.p_brightness = 0.15
-    aug.brightness_range = (0.75, 1.25)
-    aug.p_contrast = 0.15
-    aug.contrast_range = (0.75, 1.25)
-    aug.p_gamma = 0.3
-    aug.gamma_range = (0.7, 1.5)
-    aug.p_noise = 0.1
-    aug.noise_std = 0.1
-    aug.p_blur = 0.2
-    aug.blur_sigma = (0.5, 1.0)
-    aug.p_lowres = 0.25
-    aug.lowres_range = (0.5, 1.0)
-    aug.p_mirror_lr = 0.5  # left/right-aware: swaps paired organs
+    config.augment = ml_collections.ConfigDict(AUGMENT_DEFAULTS)
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # -1: all devices

@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     optim = config.optim
     optim.name = "adamw"
-    optim.learning_rate = 3e-3
+    optim.lr = 3e-3
     optim.warmup_steps = 25
     optim.weight_decay = 1e-4
 

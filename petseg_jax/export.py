@@ -7,9 +7,10 @@ The exported function maps a normalized patch batch ``(b, X, Y, Z, C)`` float32 
 ``(b, X, Y, Z, K)`` float32, with a symbolic batch size and symbolic spatial sizes constrained to
 multiples of the network's total stride (``"b, 16*x, 16*y, 16*z, 1"``), the weights baked in as
 constants and one lowering per platform in a single artifact. ``--dtype`` is the compute and
-weight dtype; convolutions use the portable XLA path (``conv_impl="xla"``), never a
-platform-specific kernel. ``DIR`` (written atomically: built beside it, then renamed) holds
-``model.jaxexport``, ``model.mlir`` and ``meta.json`` (see :mod:`petseg_jax.serving`).
+weight dtype. Convolutions use the fast CPU path in the CPU lowering (the same numbers as
+in-process prediction on CPU) and plain XLA convolutions on other platforms. ``DIR`` (written
+atomically: built beside it, then renamed) holds ``model.jaxexport``, ``model.mlir`` and
+``meta.json`` (see :mod:`petseg_jax.serving`).
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jax import export as jax_export
+from jax import lax
 
 from petseg_jax.models import build_model
 from petseg_jax.serving import META_FILE, MLIR_FILE, MODEL_FILE, read_meta
 from petseg_jax.training.step import ModelDef
 
 DTYPES = ("float32", "bfloat16")
-EXPORT_CONV_IMPL = "xla"
+# Convolutions per platform, picked when the program is lowered (one branch per platform in a
+# multi-platform artifact): the fast CPU path on CPU, as in training, portable XLA elsewhere.
+CONV_IMPLS = {"cpu": "fold", "default": "xla"}
 
 
 def input_shape_spec(spec: dict) -> str:
@@ -45,13 +48,20 @@ def input_shape_spec(spec: dict) -> str:
 
 def inference_apply(config: Any, num_classes: int, dtype: str = "float32"
                     ) -> Callable[[Any, jax.Array], jax.Array]:
-    """``apply(params, x)`` of the trained architecture, computing in ``dtype`` with the
-    portable XLA convolutions (same parameter tree as the trained model)."""
-    model_cfg = ml_collections.ConfigDict(dict(config["model"]))
-    model_cfg.conv_impl = EXPORT_CONV_IMPL
-    model_cfg.dtype = dtype
-    model = nnx.eval_shape(lambda: build_model(model_cfg, 1, num_classes, nnx.Rngs(0)))
-    return ModelDef(model).apply_eval  # abstract: the structure only, no initialisation
+    """``apply(params, x)`` of the trained architecture computing in ``dtype``; convolutions
+    are chosen per platform when the program is lowered (:data:`CONV_IMPLS`). The parameter
+    tree is the trained model's."""
+    def model_apply(impl: str) -> Callable[[Any, jax.Array], jax.Array]:
+        cfg = {**dict(config["model"]), "conv_impl": impl, "dtype": dtype}
+        model = nnx.eval_shape(lambda: build_model(cfg, 1, num_classes, nnx.Rngs(0)))
+        return ModelDef(model).apply_eval  # abstract: the structure only, no initialisation
+
+    per_platform = {platform: model_apply(impl) for platform, impl in CONV_IMPLS.items()}
+
+    def apply(params: Any, x: jax.Array) -> jax.Array:
+        return lax.platform_dependent(params, x, **per_platform)
+
+    return apply
 
 
 def export_function(apply: Callable[[Any, jax.Array], jax.Array], params: Any, spec: dict,
@@ -103,7 +113,7 @@ def export_model(apply: Callable[[Any, jax.Array], jax.Array], params: Any, spec
         "export": {"dtype": dtype, "platforms": list(exported.platforms),
                    "input_shape": input_shape_spec(spec),
                    "calling_convention_version": exported.calling_convention_version,
-                   "conv_impl": EXPORT_CONV_IMPL, "jax_version": jax.__version__,
+                   "conv_impl": CONV_IMPLS, "jax_version": jax.__version__,
                    "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")},
     }
     return write_artifact(exported, meta, out_dir)

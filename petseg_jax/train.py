@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     # --- Evals ----------------------------------------------------------------------------
     validator = Validator(store, splits["val"][: config.data.val_cases], schema, config)
+    if not splits["val"]:
+        log.warning("no validation cases: checkpoints are kept by recency only")
     writer = MetricsWriter(workdir)
     meta = {"config": json.loads(config.to_json_best_effort()), "schema": schema.to_json(),
             "splits": splits, "store": str(store)}
@@ -153,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             t0 = time.perf_counter()
             batch = next(feed)
             wait += time.perf_counter() - t0
-            state, metrics = train_step(state, batch)
+            state, metrics = training.train_step(state, batch)
             if pending is not None:
                 _check_finite(pending, step, ckpt)
             pending = (metrics, step)

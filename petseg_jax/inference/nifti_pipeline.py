@@ -74,7 +74,8 @@ def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int
                 ) -> tuple[int, ...]:
     """The spec's patch, shrunk on axes where the volume is smaller to the volume's size
     rounded up to a multiple of the network's total stride (the window is padded to it)."""
-    return tuple(min(int(p), -(-int(s) // int(t)) * int(t)) for s, p, t in zip(shape, patch, stride))
+    return tuple(min(int(p), -(-int(s) // int(t)) * int(t))
+                 for s, p, t in zip(shape, patch, stride))
 
 
 def write_stats_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

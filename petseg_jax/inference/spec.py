@@ -62,19 +62,16 @@ def _training_spacing(data_cfg: Mapping[str, Any]) -> list[float]:
 def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
                         workdir: str | None) -> dict[str, Any]:
     """The spec of a model trained with ``config`` (a ConfigDict or its dict) on ``schema``."""
-    import ml_collections
-
     from petseg_jax.models import total_stride  # flax: import at training/export time only
 
     cfg = to_jsonable(config)
-    model_cfg = ml_collections.ConfigDict(cfg["model"])
     data, evaluation = cfg["data"], cfg.get("evaluation", {})
     return {
         "format_version": FORMAT_VERSION,
         "schema": schema.to_json(),
         "patch_size": [int(p) for p in data["patch_size"]],
         "spacing": _training_spacing(data),
-        "total_stride": [int(s) for s in total_stride(model_cfg)],
+        "total_stride": [int(s) for s in total_stride(cfg["model"])],
         "normalization": NormalizationConfig.from_json(data.get("normalization")).to_json(),
         "overlap": float(evaluation.get("overlap", 0.5)),
         "mirror_axes": [],

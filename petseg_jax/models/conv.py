@@ -10,8 +10,11 @@ Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
   XLA:CPU runs 2-D convolutions through Eigen's fast kernels, while its 3-D convolutions
   (and most of all their weight gradients) take a slow generic path. The weight gradient
   has its own rule (see :func:`_fold_weight_grad`): XLA:CPU's backward-filter convolution
-  is slow for wide layers, so those use a batched matrix product per tap instead.
-* ``"auto"``: ``"fold"`` on CPU, ``"xla"`` elsewhere.
+  is slow for wide outputs, so those use a batched matrix product per tap instead.
+* ``"im2col"``: all taps concatenated on channels, then one matrix product. Only good for
+  inputs with very few channels (the network's first layer).
+* ``"auto"``: on CPU ``"im2col"`` when ``kx*ky*kz*Cin <= 64``, else ``"fold"``; ``"xla"``
+  on other platforms.
 
 Both give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
 BUILD_NOTES.md ("Model and CPU convolutions").
@@ -26,22 +29,27 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "xla", "fold")
+IMPLS = ("auto", "xla", "fold", "im2col")
 _DN3 = ("NDHWC", "DHWIO", "NDHWC")
 _DN2 = ("NHWC", "HWIO", "NHWC")
 Pads = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 # Weight-gradient rule of the fold path: Eigen's backward-filter 2-D convolution is fastest
-# for narrow layers; wider ones (Cin * Cout above this) use one batched matmul per tap.
-_BACKWARD_FILTER_MAX_CIN_COUT = 256
+# for narrow outputs; from this many output channels on, one batched matmul per tap is
+# 1.5-3x faster (measured, BUILD_NOTES.md).
+_TAPS_MIN_COUT = 32
+_IM2COL_MAX_K = 64  # "auto" on CPU: im2col when kx*ky*kz*Cin is at most this
 
 
-def resolve_impl(impl: str) -> str:
-    """The concrete implementation (``"xla"`` or ``"fold"``) that ``impl`` stands for here."""
+def resolve_impl(impl: str, kernel_shape: Sequence[int]) -> str:
+    """The concrete implementation that ``impl`` stands for on this platform and kernel."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}; expected one of {IMPLS}")
-    if impl == "auto":
-        return "fold" if jax.default_backend() == "cpu" else "xla"
-    return impl
+    if impl != "auto":
+        return impl
+    if jax.default_backend() != "cpu":
+        return "xla"
+    kx, ky, kz, cin, _ = kernel_shape
+    return "im2col" if kx * ky * kz * cin <= _IM2COL_MAX_K else "fold"
 
 
 def _triple(v: int | Sequence[int], what: str) -> tuple[int, int, int]:
@@ -72,9 +80,43 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
     if len(pads) != 3 or any(len(p) != 2 for p in pads):
         raise ValueError(f"padding must be 'SAME', 'VALID' or 3 (low, high) pairs, got {padding!r}")
     pads = tuple(tuple(p) for p in pads)
-    if resolve_impl(impl) == "xla":
+    impl = resolve_impl(impl, kernel.shape)
+    if impl == "xla":
         return lax.conv_general_dilated(x, kernel, st, pads, dimension_numbers=_DN3)
+    if impl == "im2col":
+        return _im2col_conv(x, kernel, st, pads)
     return _fold_conv(x, kernel, st, pads)
+
+
+def _taps(xp: jax.Array, kernel_shape: Sequence[int], strides: tuple[int, int, int],
+          out_shape: Sequence[int]) -> list[jax.Array]:
+    """The kx*ky*kz strided slices of the padded input ``xp``, one per kernel tap."""
+    kx, ky, kz = kernel_shape[:3]
+    n, c = xp.shape[0], xp.shape[-1]
+    taps = []
+    for i in range(kx):
+        for j in range(ky):
+            for k in range(kz):
+                stop = [o + s * (size - 1) + 1 for o, s, size in zip((i, j, k), strides, out_shape)]
+                taps.append(lax.slice(xp, (0, i, j, k, 0), (n, *stop, c), (1, *strides, 1)))
+    return taps
+
+
+def _out_shape(x: jax.Array, kernel: jax.Array, strides, pads) -> list[int]:
+    out = [(d + lo + hi - k) // s + 1
+           for d, (lo, hi), k, s in zip(x.shape[1:4], pads, kernel.shape[:3], strides)]
+    if min(out) < 1:
+        raise ValueError(f"conv3d: input {x.shape} is smaller than kernel {kernel.shape[:3]}")
+    return out
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
+                 pads: Pads) -> jax.Array:
+    """All taps concatenated on channels (tap-major, like the kernel's layout), one matmul."""
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    cols = jnp.concatenate(_taps(xp, kernel.shape, strides, _out_shape(x, kernel, strides, pads)),
+                           axis=-1)
+    return jnp.einsum("nxyzk,ko->nxyzo", cols, kernel.reshape(-1, kernel.shape[-1]))
 
 
 def _fold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
@@ -83,9 +125,7 @@ def _fold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int]
     kx, ky, kz, cin, cout = kernel.shape
     sx = strides[0]
     xp = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
-    ox = (xp.shape[1] - kx) // sx + 1
-    if ox < 1:
-        raise ValueError(f"conv3d: input {x.shape} is smaller than kernel {kernel.shape[:3]}")
+    ox = _out_shape(x, kernel, strides, pads)[0]
     taps = [lax.slice_in_dim(xp, i, i + sx * (ox - 1) + 1, sx, axis=1) for i in range(kx)]
     xs = taps[0] if kx == 1 else jnp.concatenate(taps, axis=-1)
     n, _, ny, nz, _ = x.shape
@@ -99,26 +139,18 @@ def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
                       strides: tuple[int, int, int], pads: Pads) -> jax.Array:
     """d(loss)/d(kernel) given the output cotangent ``g``.
 
-    Narrow layers: autodiff of the 2-D convolution (Eigen backward-filter). Wide layers: for
+    Narrow outputs: autodiff of the 2-D convolution (Eigen backward-filter). Wide ones: for
     each of the kx*ky*kz taps, the strided input slice contracted with ``g`` over (Y, Z) as a
     batched matmul over (N, X), then summed: XLA:CPU runs such batched products far faster
     than one long contraction over all voxels.
     """
     kx, ky, kz, cin, cout = kernel_shape
-    if cin * cout <= _BACKWARD_FILTER_MAX_CIN_COUT:
+    if cout < _TAPS_MIN_COUT:
         zero = jnp.zeros(kernel_shape, g.dtype)
         return jax.vjp(lambda k: _fold_forward(x, k, strides, pads), zero)[1](g)[0]
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    n, ox, oy, oz, _ = g.shape
-    taps = []
-    for i in range(kx):
-        for j in range(ky):
-            for k in range(kz):
-                start = (0, i, j, k, 0)
-                stop = (n, i + strides[0] * (ox - 1) + 1, j + strides[1] * (oy - 1) + 1,
-                        k + strides[2] * (oz - 1) + 1, cin)
-                tap = lax.slice(xp, start, stop, (1, *strides, 1))
-                taps.append(jnp.einsum("nxyzc,nxyzo->nxco", tap, g).sum((0, 1)))
+    taps = [jnp.einsum("nxyzc,nxyzo->nxco", tap, g).sum((0, 1))
+            for tap in _taps(xp, kernel_shape, strides, g.shape[1:4])]
     return jnp.stack(taps).reshape(kernel_shape)
 
 

@@ -64,9 +64,16 @@ def check_sizes(config, n_data_devices: int, n_processes: int) -> None:
                          f"data-parallel devices and the {n_processes} processes")
 
 
-def build_training(config, schema: LabelSchema, mesh: Mesh) -> Training:
+def build_training(config, schema: LabelSchema, mesh: Mesh, *, abstract: bool = False
+                   ) -> Training:
+    """``abstract``: the model from shapes alone (no weights, no eager initializers): for
+    compiling the step (``plan``), not for ``init_state``."""
     check_sizes(config, mesh.shape[mesh_lib.DATA], jax.process_count())
-    model = build_model(config.model, 1, schema.num_classes, nnx.Rngs(config.seed))
+
+    def new_model():
+        return build_model(config.model, 1, schema.num_classes, nnx.Rngs(config.seed))
+
+    model = nnx.eval_shape(new_model) if abstract else new_model()
     model_def = ModelDef(model)
     tx = make_optimizer(config.optim, config.total_steps)
     abstract_state = jax.eval_shape(lambda: init_state(model_def, tx, config.seed))
@@ -77,7 +84,7 @@ def build_training(config, schema: LabelSchema, mesh: Mesh) -> Training:
         "image": jax.ShapeDtypeStruct(shape + (1,), jnp.float32, sharding=batch_sharding),
         "label": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=batch_sharding),
     }
-    step_fn = make_train_step(model_def, tx, config, schema.mirror_lut(), schema.num_classes)
+    step_fn = make_train_step(model_def, tx, config, schema.mirror_lut())
     train_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
                          out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
                          donate_argnums=0)

@@ -58,7 +58,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
-                    config: Mapping[str, Any], mirror_lut: np.ndarray, num_classes: int
+                    config: Mapping[str, Any], mirror_lut: np.ndarray
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """``step(state, batch) -> (state, metrics)``; augmentation keyed by (seed, step).
 
@@ -76,7 +76,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
 
         def loss_fn(params):
             outputs = model_def.apply_train(params, image)
-            return loss_lib.segmentation_loss(outputs, label, num_classes, loss_cfg)
+            return loss_lib.segmentation_loss(outputs, label, loss_cfg)
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])

@@ -25,8 +25,11 @@ class Validator:
         self.patch = tuple(config.data.patch_size)
         self._predict = None
 
-    def run(self, model_def: ModelDef, params) -> dict:
-        """``{"mean_dice", "by_organ": name -> mean Dice, "n_cases"}`` (NaN organs skipped)."""
+    def run(self, model_def: ModelDef, params) -> dict | None:
+        """``{"mean_dice", "by_organ": name -> mean Dice, "n_cases"}`` (NaN organs skipped);
+        ``None`` when there are no validation cases."""
+        if not self.case_ids:
+            return None
         if self._predict is None:  # one jitted predictor object: the compiled program is reused
             self._predict = jax.jit(model_def.apply_eval)
         per_organ: dict[str, list[float]] = {n: [] for n in self.schema.names}
