@@ -1,7 +1,7 @@
 """Plan a run from the dataset: spacing, patch, depth and batch sized by the compiler.
 
     python -m petseg_jax.plan --store STORE --memory-gb G [--devices N] [--out plan.json]
-        [--config configs/default.py] [--config.key=value ...]
+        [--target local|gpu] [--config configs/default.py] [--config.key=value ...]
 
 Fingerprints the store's manifest, derives the target spacing and a ladder of candidates (patch
 following the median case shape, depth from the patch, batch from 2 per device), compiles
@@ -78,9 +78,12 @@ def _reasons(fp: dict[str, Any], spacing: list[float], spacing_reason: str,
 
 
 def make_plan(store: str | Path, memory_gb: float, config: ml_collections.ConfigDict,
-              devices: int = 1, max_compiles: int | None = None,
+              devices: int = 1, target: str = "local", max_compiles: int | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Fingerprint ``store`` and size ``config``'s step for ``memory_gb`` GiB per device.
+
+    ``target="gpu"`` on a CPU-only machine compiles the program a GPU runs (see
+    :class:`~petseg_jax.planning.memory.CompiledMemory`).
 
     Returns the plan (JSON-ready, with the candidate table under ``"table"``). Raises
     :class:`PlanError` when nothing fits and :class:`~petseg_jax.data.store.StoreError` on a
@@ -106,7 +109,7 @@ def make_plan(store: str | Path, memory_gb: float, config: ml_collections.Config
     base, max_features, feature_reason = capped_features(config.model.base_features,
                                                          config.model.max_features)
     config.model.base_features, config.model.max_features = base, max_features
-    compiler = memory.CompiledMemory(config, schema)
+    compiler = memory.CompiledMemory(config, schema, target)
     result = search.find_largest_fitting(
         ladder, compiler.compiled_gib, compiler.fixed_gib, memory_gb,
         max_compiles or search.MAX_COMPILES, progress)
@@ -119,6 +122,7 @@ def make_plan(store: str | Path, memory_gb: float, config: ml_collections.Config
         "budget_gib_per_device": memory_gb,
         "devices": devices,
         "platform": compiler.platform,
+        "target": target,
         "planning_seconds": round(time.perf_counter() - start, 1),
         "data": {"spacing": spacing, "patch_size": list(c.patch),
                  "batch_size": c.batch * devices, "batch_per_device": c.batch},
@@ -133,7 +137,7 @@ def make_plan(store: str | Path, memory_gb: float, config: ml_collections.Config
         "reasons": _reasons(fp, spacing, spacing_reason, median_shape.tolist(), result,
                             chosen.index == len(ladder) - 1, memory_gb, devices,
                             feature_reason,
-                            memory.platform_note(compiler.platform, config.model.dtype)),
+                            memory.platform_note(compiler.platform, target, config.model.dtype)),
         "table": search.format_table(result.trials, memory_gb, chosen),
         "fingerprint": fp,
     }
@@ -209,13 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 / "default.py"),
                         help="config whose model, optimizer and dtype are planned")
     parser.add_argument("--out", default=PLAN_FILE, help="plan file to write")
+    parser.add_argument("--target", choices=("local", "gpu"), default="local",
+                        help="gpu: on a CPU-only machine, compile the program a GPU runs (plan "
+                             "a GPU budget offline); local: this machine's devices")
     parser.add_argument("--max-compiles", type=int, default=None,
                         help="most candidates to compile (default: 8)")
     args = parser.parse_args(rest)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         config = load_config(args.config, overrides)
-        plan = make_plan(args.store, args.memory_gb, config, args.devices, args.max_compiles)
+        plan = make_plan(args.store, args.memory_gb, config, args.devices, args.target,
+                         args.max_compiles)
     except (PlanError, ConfigError, store_lib.StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

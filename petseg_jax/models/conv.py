@@ -7,8 +7,8 @@ Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
 * ``"xla"``: ``lax.conv_general_dilated`` as is (cuDNN on GPU, fast there).
 * ``"fold"``: the ``kx`` taps along X are folded into channels (``kx`` strided slices
   concatenated) and the rest is ONE 2-D convolution over (Y, Z) with X in the batch.
-  XLA:CPU runs 2-D convolutions through Eigen's fast kernels, while its 3-D convolutions
-  (and most of all their weight gradients) take a slow generic path. The weight gradient
+  XLA:CPU hands 2-D convolutions to a fast library (YNNPACK in jaxlib 0.10), while its 3-D
+  convolutions (and most of all their gradients) take a slow generic path. The weight gradient
   has its own rule (see :func:`_fold_weight_grad`): XLA:CPU's backward-filter convolution
   is slow for wide outputs, so those use a batched matrix product per tap instead.
 * ``"im2col"``: all taps concatenated on channels, then one matrix product. Only good for
@@ -16,7 +16,7 @@ Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
 * ``"auto"``: on CPU ``"im2col"`` when ``kx*ky*kz*Cin <= 64``, else ``"fold"``; ``"xla"``
   on other platforms.
 
-Both give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
+All give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
 BUILD_NOTES.md ("Model and CPU convolutions").
 """
 
@@ -33,7 +33,7 @@ IMPLS = ("auto", "xla", "fold", "im2col")
 _DN3 = ("NDHWC", "DHWIO", "NDHWC")
 _DN2 = ("NHWC", "HWIO", "NHWC")
 Pads = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-# Weight-gradient rule of the fold path: Eigen's backward-filter 2-D convolution is fastest
+# Weight-gradient rule of the fold path: XLA's backward-filter 2-D convolution is fastest
 # for narrow outputs; from this many output channels on, one batched matmul per tap is
 # 1.5-3x faster (measured, BUILD_NOTES.md).
 _TAPS_MIN_COUT = 32
@@ -139,7 +139,7 @@ def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
                       strides: tuple[int, int, int], pads: Pads) -> jax.Array:
     """d(loss)/d(kernel) given the output cotangent ``g``.
 
-    Narrow outputs: autodiff of the 2-D convolution (Eigen backward-filter). Wide ones: for
+    Narrow outputs: autodiff of the 2-D convolution (backward-filter conv). Wide ones: for
     each of the kx*ky*kz taps, the strided input slice contracted with ``g`` over (Y, Z) as a
     batched matmul over (N, X), then summed: XLA:CPU runs such batched products far faster
     than one long contraction over all voxels.

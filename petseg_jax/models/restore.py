@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
-from flax import nnx
 
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.models import build_model
@@ -44,8 +44,7 @@ def load_trained(workdir: str | Path, step: int | None = None) -> TrainedModel:
     meta = ckpt.restore_meta(step)
     config = ml_collections.ConfigDict(meta["config"])
     schema = LabelSchema.from_json(meta["schema"])
-    model = build_model(config.model, 1, schema.num_classes, nnx.Rngs(0))
-    model_def = ModelDef(model)
+    model_def = ModelDef.build(partial(build_model, config.model, 1, schema.num_classes))
     tx = make_optimizer(config.optim, config.total_steps)
     abstract = jax.eval_shape(lambda: init_state(model_def, tx, config.seed))
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -1,8 +1,12 @@
 """Memory per device of a candidate's train step, read from XLA's compiled buffer assignment.
 
 The step is built by :func:`petseg_jax.training.builder.build_training` — the very step training
-runs — on a one-device mesh (the plan is per device), ahead-of-time compiled for the local
-backend (a GPU when one is present, else the CPU) and never run.
+runs — on a one-device mesh (the plan is per device), from shapes alone (no weights), ahead-of-time
+compiled for the local backend (a GPU when one is present, else the CPU) and never run.
+
+On the CPU the compile skips LLVM's optimizations (``CPU_COMPILE_OPTIONS``): buffer assignment
+is done on the optimized HLO before code generation, so the memory figures are identical (checked
+in BUILD_NOTES.md, "Planning") and the compile is about 3x faster.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 from jax.sharding import Mesh
 
 from petseg_jax.data.schema import LabelSchema
-from petseg_jax.models import build_model
 from petseg_jax.planning.heuristics import Candidate
 from petseg_jax.training import mesh as mesh_lib
-from petseg_jax.training.builder import GIB, build_training, memory_report
-from petseg_jax.training.optim import make_optimizer
+from petseg_jax.training.builder import GIB, Training, build_training, memory_report
+
+TARGETS = ("local", "gpu")
+CPU_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0,
+                       "xla_llvm_disable_expensive_passes": True}
+# Measured (BUILD_NOTES.md, "Planning"): XLA CPU's memory for the default config's bfloat16 step
+# over its float32 step; a native bfloat16 step would be about 0.5 for the activations.
+BF16_OVER_F32_CPU = 0.0
 
 
 def single_device_mesh() -> Mesh:
@@ -45,45 +53,59 @@ def _nbytes(tree) -> int:
 
 
 class CompiledMemory:
-    """Compiles candidates of ``config`` (its model widths, optimizer, dtype) one at a time."""
+    """Compiles candidates of ``config`` (its model widths, optimizer, dtype) one at a time.
 
-    def __init__(self, config: ml_collections.ConfigDict, schema: LabelSchema):
-        self.config, self.schema = config, schema
+    ``target="gpu"`` on a CPU-only machine compiles the program a GPU would run (the plain XLA
+    convolutions instead of the CPU's folded ones, see :mod:`petseg_jax.models.conv`)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, schema: LabelSchema,
+                 target: str = "local"):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.config = config.copy_and_resolve_references()
+        self.schema = schema
         self.mesh = single_device_mesh()
         self.platform = jax.local_devices()[0].platform
+        if target == "gpu" and self.platform == "cpu" and self.config.model.conv_impl == "auto":
+            self.config.model.conv_impl = "xla"
         self._fixed: dict[int, float] = {}
 
+    def _build(self, candidate: Candidate) -> tuple[Training, ml_collections.ConfigDict]:
+        cfg = candidate_config(self.config, candidate)
+        return build_training(cfg, self.schema, self.mesh), cfg
+
     def fixed_gib(self, candidate: Candidate) -> float:
-        """Parameters, their gradients and the optimizer state (GiB), from shapes alone."""
+        """Train state (parameters, optimizer) and the gradients (GiB), from shapes alone."""
         if candidate.n_stages not in self._fixed:
-            cfg = candidate_config(self.config, candidate)
-            model = nnx.eval_shape(lambda: build_model(cfg.model, 1, self.schema.num_classes,
-                                                       nnx.Rngs(0)))
-            params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-            opt = jax.eval_shape(make_optimizer(cfg.optim, cfg.total_steps).init, params)
-            self._fixed[candidate.n_stages] = (2 * _nbytes(params) + _nbytes(opt)) / GIB
+            state = self._build(candidate)[0].abstract_state
+            self._fixed[candidate.n_stages] = (_nbytes(state) + _nbytes(state["params"])) / GIB
         return self._fixed[candidate.n_stages]
 
     def compiled_gib(self, candidate: Candidate) -> tuple[float, float]:
-        """(peak memory per device in GiB, compile seconds) of the candidate's train step."""
-        cfg = candidate_config(self.config, candidate)
+        """(peak memory per device in GiB, seconds to build and compile) of the step."""
         start = time.perf_counter()
-        compiled = build_training(cfg, self.schema, self.mesh).compile()
+        training, cfg = self._build(candidate)
+        lowered = training.train_step.lower(training.abstract_sharded_state(),
+                                            training.batch_spec)
+        compiled = lowered.compile(CPU_COMPILE_OPTIONS if self.platform == "cpu" else None)
         seconds = time.perf_counter() - start
         return memory_report(compiled, cfg)["peak_gib_per_device"], seconds
 
 
-def platform_note(platform: str, dtype: str) -> str:
+def platform_note(platform: str, target: str, dtype: str) -> str:
     """How the compiled figure relates to the memory of the device the run will use."""
     if platform != "cpu":
-        return (f"memory: compiled for this {platform} device; the figure is XLA's buffer "
-                "assignment for it, convolution workspace included")
-    note = ("memory: compiled for the CPU (no GPU here): the figure is XLA CPU's buffer "
-            "assignment of the same program; on a GPU, XLA fuses differently and adds cuDNN "
-            "convolution workspace. No correction is applied")
+        return (f"memory: compiled for this {platform} device: XLA's buffer assignment for it, "
+                "convolution workspace included")
+    if target == "local":
+        return ("memory: compiled for this CPU, the program a CPU run executes (folded "
+                "convolutions): XLA CPU's buffer assignment")
+    note = ("memory: compiled on the CPU (no GPU here) for a GPU: the program a GPU runs (XLA "
+            "convolutions), with XLA CPU's buffer assignment; XLA GPU fuses differently and "
+            "adds cuDNN convolution workspace. No correction is applied")
     if dtype == "bfloat16":
         note += ("; for this bfloat16 model the CPU figure over-states a GPU's, because XLA CPU "
                  "computes bfloat16 convolutions in float32 (measured: the bfloat16 step "
                  f"compiles to {BF16_OVER_F32_CPU:.2f}x the float32 step's memory on the CPU, "
-                 "where a native bfloat16 GPU step needs less); the slack covers the workspace")
+                 "where a native bfloat16 GPU step needs less); that slack covers the workspace")
     return note + ". Re-plan on the GPU for its exact figure"

@@ -7,6 +7,7 @@ their memory), so that what is planned is exactly what is trained.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from petseg_jax.data.schema import LabelSchema
@@ -64,17 +64,10 @@ def check_sizes(config, n_data_devices: int, n_processes: int) -> None:
                          f"data-parallel devices and the {n_processes} processes")
 
 
-def build_training(config, schema: LabelSchema, mesh: Mesh, *, abstract: bool = False
-                   ) -> Training:
-    """``abstract``: the model from shapes alone (no weights, no eager initializers): for
-    compiling the step (``plan``), not for ``init_state``."""
+def build_training(config, schema: LabelSchema, mesh: Mesh) -> Training:
+    """The run's static parts; the model exists only as shapes until ``init_state``."""
     check_sizes(config, mesh.shape[mesh_lib.DATA], jax.process_count())
-
-    def new_model():
-        return build_model(config.model, 1, schema.num_classes, nnx.Rngs(config.seed))
-
-    model = nnx.eval_shape(new_model) if abstract else new_model()
-    model_def = ModelDef(model)
+    model_def = ModelDef.build(partial(build_model, config.model, 1, schema.num_classes))
     tx = make_optimizer(config.optim, config.total_steps)
     abstract_state = jax.eval_shape(lambda: init_state(model_def, tx, config.seed))
     state_sharding = mesh_lib.state_shardings(abstract_state, mesh, config.mesh.fsdp)

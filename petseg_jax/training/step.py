@@ -23,15 +23,32 @@ TrainState = dict[str, Any]
 
 
 class ModelDef:
-    """A model's static structure for training and for inference, and its parameter template."""
+    """A model's static structure for training and for inference, and its parameter template.
 
-    def __init__(self, model: nnx.Module):
+    Built from an abstract model (``nnx.eval_shape``): nothing is initialised eagerly. Real
+    parameters come from :meth:`init_params`, one jitted program.
+    """
+
+    def __init__(self, model: nnx.Module, init_fn: Callable[[jax.Array], nnx.Module] | None = None):
         model.train()
         self.train_graph, params, self.train_rest = nnx.split(model, nnx.Param, ...)
         model.eval()
         self.eval_graph, _, self.eval_rest = nnx.split(model, nnx.Param, ...)
         self.template = params
-        self.initial_params = nnx.to_pure_dict(params)
+        self._init_fn = init_fn
+
+    @classmethod
+    def build(cls, build_fn: Callable[[nnx.Rngs], nnx.Module]) -> "ModelDef":
+        """From ``build_fn(rngs) -> model`` (e.g. ``partial(build_model, cfg, 1, K)``)."""
+        return cls(nnx.eval_shape(lambda: build_fn(nnx.Rngs(0))), build_fn)
+
+    def init_params(self, seed: int) -> dict:
+        """Freshly initialised parameters (pure dict), in one compiled program."""
+        if self._init_fn is None:
+            raise ValueError("this ModelDef was made from a model, not a build function")
+        build = self._init_fn
+        init = jax.jit(lambda key: nnx.to_pure_dict(nnx.state(build(nnx.Rngs(key)), nnx.Param)))
+        return init(jax.random.key(seed))
 
     def _merge(self, graph, rest, params) -> nnx.Module:
         state = nnx.State(self.template)
@@ -48,7 +65,7 @@ class ModelDef:
 
 
 def init_state(model_def: ModelDef, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    params = model_def.initial_params
+    params = model_def.init_params(seed)
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(jax.random.key(seed))}
 

@@ -1,0 +1,70 @@
+"""conv3d implementations against lax.conv_general_dilated, values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from petseg_jax.models.conv import conv3d, conv_transpose3d, pointwise_conv, resolve_impl
+
+CASES = [  # (input shape, kernel shape, strides, padding)
+    ((2, 6, 7, 5, 3), (3, 3, 3, 3, 4), 1, "SAME"),
+    ((1, 8, 8, 6, 2), (3, 3, 3, 2, 33), 2, [(1, 1)] * 3),  # cout >= 32: per-tap weight grad
+    ((1, 9, 8, 7, 5), (3, 2, 3, 5, 6), (2, 1, 2), "VALID"),
+]
+
+
+def _loss(impl, strides, padding):
+    return lambda x, w: jnp.sum(jnp.sin(conv3d(x, w, strides, padding, impl)))
+
+
+@pytest.mark.parametrize("impl", ["fold", "im2col"])
+@pytest.mark.parametrize("xshape,wshape,strides,padding", CASES)
+def test_matches_xla_values_and_gradients(impl, xshape, wshape, strides, padding):
+    x = jax.random.normal(jax.random.key(0), xshape)
+    w = jax.random.normal(jax.random.key(1), wshape) * 0.3
+    ref = conv3d(x, w, strides, padding, "xla")
+    out = conv3d(x, w, strides, padding, impl)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    gref = jax.jit(jax.grad(_loss("xla", strides, padding), argnums=(0, 1)))(x, w)
+    got = jax.jit(jax.grad(_loss(impl, strides, padding), argnums=(0, 1)))(x, w)
+    for a, b in zip(got, gref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_picks_fast_cpu_paths_and_rejects_unknown():
+    assert resolve_impl("auto", (3, 3, 3, 1, 8)) == "im2col"
+    assert resolve_impl("auto", (3, 3, 3, 8, 8)) == "fold"
+    assert resolve_impl("xla", (3, 3, 3, 8, 8)) == "xla"
+    with pytest.raises(ValueError, match="unknown conv impl"):
+        resolve_impl("cudnn", (3, 3, 3, 8, 8))
+
+
+def test_bad_shapes_are_reported():
+    with pytest.raises(ValueError, match="channels"):
+        conv3d(jnp.zeros((1, 4, 4, 4, 2)), jnp.zeros((3, 3, 3, 3, 1)))
+    with pytest.raises(ValueError, match="smaller than kernel"):
+        conv3d(jnp.zeros((1, 2, 4, 4, 1)), jnp.zeros((3, 3, 3, 1, 1)), padding="VALID",
+               impl="fold")
+
+
+def test_conv_transpose_is_strided_scatter_of_kernel():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 2, 4, 5))
+    w = jax.random.normal(jax.random.key(1), (2, 2, 1, 5, 3))
+    out = conv_transpose3d(x, w)
+    assert out.shape == (2, 6, 4, 4, 3)
+    # lax.conv_transpose correlates with the kernel, so it needs the spatially flipped one
+    ref = lax.conv_transpose(x, w[::-1, ::-1, ::-1], (2, 2, 1), "VALID",
+                             dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    # one output voxel by hand: block (1, 0, 2), tap (1, 1, 0)
+    np.testing.assert_allclose(out[0, 3, 1, 2], x[0, 1, 0, 2] @ w[1, 1, 0], rtol=1e-5)
+
+
+def test_pointwise_conv_matches_1x1x1_conv():
+    x = jax.random.normal(jax.random.key(0), (1, 3, 4, 5, 6))
+    w = jax.random.normal(jax.random.key(1), (6, 2))
+    ref = conv3d(x, w[None, None, None], 1, "SAME", "xla")
+    np.testing.assert_allclose(pointwise_conv(x, w), ref, rtol=1e-5, atol=1e-5)
