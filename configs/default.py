@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.workdir = "runs/default"
     config.plan = ""  # path of a plan.json from `python -m petseg_jax.plan` (overrides sizes)
     config.total_steps = 250_000  # nnU-Net: 1000 epochs x 250 iterations
+    config.steps_per_job = 0  # >0: stop after this many steps (time-limited jobs; resume later)
     config.log_every = 50
     config.eval_every = 5_000
     config.checkpoint_every = 0  # 0: checkpoint at each evaluation and at the end
@@ -33,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.phantom.cases = 0
     data.phantom.seed = 0
     data.phantom.spacing = 2.0
+    data.phantom.test_fraction = 0.2
     data.split = ml_collections.ConfigDict()
     data.split.protocol = "metadata"  # metadata | random | leave_one_center_out | cross_tracer
     data.split.val_fraction = 0.1

@@ -11,9 +11,9 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.workdir = "runs/demo"
-    config.total_steps = 500
+    config.total_steps = 300
     config.log_every = 25
-    config.eval_every = 250
+    config.eval_every = 150
     config.checkpoint_keep = 2
 
     data = config.data
@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.store = "runs/demo/store"
     data.spacing = (6.0, 6.0, 6.0)
     data.phantom.enabled = True
-    data.phantom.cases = 28
+    data.phantom.cases = 40
+    data.phantom.test_fraction = 0.35  # several held-out full-dose AC FDG cases
     data.phantom.spacing = 6.0
     data.patch_size = (64, 48, 64)
     data.batch_size = 2
@@ -32,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.n_stages = 4
     model.base_features = 8
     model.max_features = 64
+    model.decoder_blocks = 1
     model.dtype = "float32"
 
     optim = config.optim

@@ -29,6 +29,7 @@ from petseg_jax.evaluation import report
 from petseg_jax.inference import sliding_window
 from petseg_jax.inference.postprocess import largest_connected_component
 from petseg_jax.models.restore import TrainedModel, load_trained
+from petseg_jax.console import setup_logging
 
 log = logging.getLogger("petseg_jax.evaluate")
 NSD_TOLERANCE_MM = 2.0
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--largest-component", action="store_true")
     parser.add_argument("--mip-cases", type=int, default=4)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     sweep = [float(f) for f in args.dose_sweep.split(",") if f.strip()]
     if any(f < 1 for f in sweep):
         parser.error("--dose-sweep factors must be >= 1")

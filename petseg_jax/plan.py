@@ -29,11 +29,12 @@ import ml_collections
 import numpy as np
 
 from petseg_jax.configuration import ConfigError, load_config, split_overrides
+from petseg_jax.console import setup_logging
 from petseg_jax.data import store as store_lib
 from petseg_jax.planning import PlanError
 from petseg_jax.planning.fingerprint import case_geometry, dataset_fingerprint
-from petseg_jax.planning.heuristics import (MAX_BATCH, candidate_ladder, capped_features,
-                                            shapes_at_spacing, target_spacing)
+from petseg_jax.planning.heuristics import (candidate_ladder, capped_features, shapes_at_spacing,
+                                            target_spacing)
 
 log = logging.getLogger("petseg_jax.plan")
 
@@ -103,7 +104,7 @@ def make_plan(store: str | Path, memory_gb: float, config: ml_collections.Config
     spacing, spacing_reason = target_spacing(original, shapes_at_spacing(shapes, spacings,
                                                                          original))
     median_shape = np.median(shapes_at_spacing(shapes, spacings, spacing), 0).astype(int)
-    ladder = candidate_ladder(median_shape, MAX_BATCH)
+    ladder = candidate_ladder(median_shape)
 
     config = config.copy_and_resolve_references()
     base, max_features, feature_reason = capped_features(config.model.base_features,
@@ -125,7 +126,8 @@ def make_plan(store: str | Path, memory_gb: float, config: ml_collections.Config
         "target": target,
         "planning_seconds": round(time.perf_counter() - start, 1),
         "data": {"spacing": spacing, "patch_size": list(c.patch),
-                 "batch_size": c.batch * devices, "batch_per_device": c.batch},
+                 "batch_size": c.batch * devices, "batch_per_device": c.batch,
+                 "median_shape": median_shape.tolist()},
         "model": {"n_stages": c.n_stages, "base_features": base, "max_features": max_features,
                   "dtype": config.model.dtype},
         "memory": {"compiled_gib_per_device": chosen.compiled_gib,
@@ -196,6 +198,12 @@ def apply_plan(config: ml_collections.ConfigDict, path: str | Path) -> dict[str,
     log.info("plan %s: patch %s, batch %d, %d stages, spacing %s mm", path,
              config.data.patch_size, config.data.batch_size, config.model.n_stages,
              config.data.spacing)
+    import jax  # the run's devices (initialized by now in training)
+
+    if jax.device_count() != plan.get("devices", 1):
+        log.warning("plan %s was made for %s devices and this run has %d: the batch per device "
+                    "is no longer the planned one; plan again with --devices %d", path,
+                    plan.get("devices", 1), jax.device_count(), jax.device_count())
     return plan
 
 
@@ -219,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-compiles", type=int, default=None,
                         help="most candidates to compile (default: 8)")
     args = parser.parse_args(rest)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging()
     try:
         config = load_config(args.config, overrides)
         plan = make_plan(args.store, args.memory_gb, config, args.devices, args.target,

@@ -32,6 +32,7 @@ from petseg_jax.training.builder import build_training, memory_report
 from petseg_jax.training.checkpointing import Checkpointer
 from petseg_jax.training.metrics_log import MetricsWriter
 from petseg_jax.training.validation import Validator
+from petseg_jax.console import setup_logging
 
 log = logging.getLogger("petseg_jax.train")
 
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = load_config(args.config, overrides)
     if args.workdir:
         config.workdir = args.workdir
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     distributed.initialize()
     main_process = distributed.is_main()
     # Only process 0 logs, unless asked (multi-process tests compare every process's loss).
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # --- Loop -----------------------------------------------------------------------------
     step = int(start or 0)
     end = config.total_steps
-    if config.get("steps_per_job", 0):
+    if config.steps_per_job:
         end = min(end, step + config.steps_per_job)
     patches = wait = 0.0
     t_log = time.perf_counter()
@@ -165,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             if step % config.log_every == 0 or last:
                 _check_finite(pending, step, ckpt)
                 dt = time.perf_counter() - t_log
-                values = {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
+                values = {"loss": _local(metrics["loss"]),
+                          "grad_norm": _local(metrics["grad_norm"]),
                           "learning_rate": float(schedule(step - 1)),
                           "patches_per_s": patches / dt, "data_wait": wait / dt}
                 writer.write(step, "train", values)
@@ -192,9 +194,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return summary
 
 
+def _local(x: jax.Array) -> float:
+    """A replicated scalar's value from this process's own copy (no cross-process transfer)."""
+    return float(x.addressable_data(0))
+
+
 def _check_finite(pending, step: int, ckpt: Checkpointer) -> None:
     metrics, at = pending
-    if not bool(metrics["finite"]):
+    if not _local(metrics["finite"]):
         last = ckpt.latest_step()
         raise TrainingDiverged(
             f"loss or gradients became NaN/Inf at step {at + 1}; training stopped. The last "
@@ -208,11 +215,16 @@ def _closing_stages(config, workdir: Path, store: Path) -> dict:
     if config.evaluation.split:
         from petseg_jax import evaluate
 
-        out["evaluation"] = evaluate.run(workdir, store=store, split=config.evaluation.split)
+        out["evaluation"] = evaluate.run(
+            workdir, store=store, split=config.evaluation.split, mirror=config.evaluation.mirror,
+            largest_component=config.evaluation.largest_component,
+            mip_cases=config.evaluation.mip_cases)
+        print(evaluate.report.format_summary(out["evaluation"]))
     if config.export.enabled:
         from petseg_jax import export
 
-        out["export"] = str(export.export_workdir(workdir, workdir / "export"))
+        out["export"] = str(export.export_workdir(workdir, workdir / "export",
+                                                  platforms=tuple(config.export.platforms)))
     return out
 
 

@@ -41,6 +41,7 @@ from petseg_jax.data import store as store_lib
 from petseg_jax.data.normalization import intensity_stats
 from petseg_jax.data.raw_dataset import RawDataset, RawDatasetError
 from petseg_jax.data.schema import LabelSchema
+from petseg_jax.console import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="foreground voxel locations sampled per class and case")
     parser.add_argument("--seed", type=int, default=0, help="seed of the location sample")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging()
     try:
         manifest = ingest(args.raw, args.out, args.spacing, dtype=args.dtype,
                           skip_invalid=args.skip_invalid, workers=args.workers,

@@ -37,7 +37,7 @@ def ensure_store(data_cfg: Mapping[str, Any], seed: int = 0) -> Path:
         log.info("generating %d phantom cases into %s", phantom["cases"], raw)
         phantom_lib.main(["--out", str(raw), "--cases", str(phantom["cases"]),
                           "--seed", str(phantom["seed"]), "--spacing", str(phantom["spacing"]),
-                          "--overwrite"])
+                          "--test-fraction", str(phantom["test_fraction"]), "--overwrite"])
     from petseg_jax.data import ingest as ingest_lib
 
     spacing = tuple(data_cfg["spacing"]) or None

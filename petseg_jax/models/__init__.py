@@ -1,5 +1,9 @@
-"""Networks: nnU-Net-like 3-D U-Nets in Flax NNX and their convolutions."""
+"""Networks: 3-D U-Nets (``unet``) on convolutions with a fast CPU path (``conv``).
 
-from petseg_jax.models.unet import MODEL_DEFAULTS, UNet, build_model, total_stride
+``build_model(model_cfg, in_channels, num_classes, rngs)`` and ``total_stride(model_cfg)``
+are the entry points; ``python -m petseg_jax.models.conv_bench`` times the conv paths.
+"""
 
-__all__ = ["MODEL_DEFAULTS", "UNet", "build_model", "total_stride"]
+from petseg_jax.models.unet import MODEL_DEFAULTS, build_model, model_config, total_stride
+
+__all__ = ["MODEL_DEFAULTS", "build_model", "model_config", "total_stride"]

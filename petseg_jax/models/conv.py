@@ -11,12 +11,9 @@ Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
   convolutions (and most of all their gradients) take a slow generic path. The weight gradient
   has its own rule (see :func:`_fold_weight_grad`): XLA:CPU's backward-filter convolution
   is slow for wide outputs, so those use a batched matrix product per tap instead.
-* ``"im2col"``: all taps concatenated on channels, then one matrix product. Only good for
-  inputs with very few channels (the network's first layer).
-* ``"auto"``: on CPU ``"im2col"`` when ``kx*ky*kz*Cin <= 64``, else ``"fold"``; ``"xla"``
-  on other platforms.
+* ``"auto"``: ``"fold"`` on CPU, ``"xla"`` on other platforms.
 
-All give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
+Both give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
 BUILD_NOTES.md ("Model and CPU convolutions").
 """
 
@@ -29,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "xla", "fold", "im2col")
+IMPLS = ("auto", "xla", "fold")
 _DN3 = ("NDHWC", "DHWIO", "NDHWC")
 _DN2 = ("NHWC", "HWIO", "NHWC")
 Pads = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
@@ -37,19 +34,15 @@ Pads = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 # for narrow outputs; from this many output channels on, one batched matmul per tap is
 # 1.5-3x faster (measured, BUILD_NOTES.md).
 _TAPS_MIN_COUT = 32
-_IM2COL_MAX_K = 64  # "auto" on CPU: im2col when kx*ky*kz*Cin is at most this
 
 
-def resolve_impl(impl: str, kernel_shape: Sequence[int]) -> str:
-    """The concrete implementation that ``impl`` stands for on this platform and kernel."""
+def resolve_impl(impl: str) -> str:
+    """The concrete implementation (``"xla"`` or ``"fold"``) that ``impl`` stands for here."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}; expected one of {IMPLS}")
-    if impl != "auto":
-        return impl
-    if jax.default_backend() != "cpu":
-        return "xla"
-    kx, ky, kz, cin, _ = kernel_shape
-    return "im2col" if kx * ky * kz * cin <= _IM2COL_MAX_K else "fold"
+    if impl == "auto":
+        return "fold" if jax.default_backend() == "cpu" else "xla"
+    return impl
 
 
 def _triple(v: int | Sequence[int], what: str) -> tuple[int, int, int]:
@@ -80,11 +73,8 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
     if len(pads) != 3 or any(len(p) != 2 for p in pads):
         raise ValueError(f"padding must be 'SAME', 'VALID' or 3 (low, high) pairs, got {padding!r}")
     pads = tuple(tuple(p) for p in pads)
-    impl = resolve_impl(impl, kernel.shape)
-    if impl == "xla":
+    if resolve_impl(impl) == "xla":
         return lax.conv_general_dilated(x, kernel, st, pads, dimension_numbers=_DN3)
-    if impl == "im2col":
-        return _im2col_conv(x, kernel, st, pads)
     return _fold_conv(x, kernel, st, pads)
 
 
@@ -108,15 +98,6 @@ def _out_shape(x: jax.Array, kernel: jax.Array, strides, pads) -> list[int]:
     if min(out) < 1:
         raise ValueError(f"conv3d: input {x.shape} is smaller than kernel {kernel.shape[:3]}")
     return out
-
-
-def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
-                 pads: Pads) -> jax.Array:
-    """All taps concatenated on channels (tap-major, like the kernel's layout), one matmul."""
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    cols = jnp.concatenate(_taps(xp, kernel.shape, strides, _out_shape(x, kernel, strides, pads)),
-                           axis=-1)
-    return jnp.einsum("nxyzk,ko->nxyzo", cols, kernel.reshape(-1, kernel.shape[-1]))
 
 
 def _fold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
@@ -144,8 +125,7 @@ def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
     batched matmul over (N, X), then summed: XLA:CPU runs such batched products far faster
     than one long contraction over all voxels.
     """
-    kx, ky, kz, cin, cout = kernel_shape
-    if cout < _TAPS_MIN_COUT:
+    if kernel_shape[-1] < _TAPS_MIN_COUT:
         zero = jnp.zeros(kernel_shape, g.dtype)
         return jax.vjp(lambda k: _fold_forward(x, k, strides, pads), zero)[1](g)[0]
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))

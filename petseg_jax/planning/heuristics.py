@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -70,8 +71,9 @@ def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[list[float
 
 
 def shapes_at_spacing(shapes: np.ndarray, spacings: np.ndarray,
-                      target: list[float]) -> np.ndarray:
-    """Case shapes in voxels once resampled from ``spacings`` to ``target`` (extents kept)."""
+                      target: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Case shapes in voxels once resampled from ``spacings`` to ``target`` (one spacing, or
+    one per case), extents kept."""
     return np.maximum(np.round(shapes * spacings / np.asarray(target)), 1).astype(int)
 
 

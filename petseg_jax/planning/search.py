@@ -16,7 +16,6 @@ grows along the ladder, so the answer grows with the budget.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 
 from tqdm import tqdm
@@ -29,10 +28,12 @@ MAX_COMPILES = 8
 
 @dataclasses.dataclass
 class Trial:
-    """One compiled candidate: its ladder index, the model's prediction (none for the first
-    probe), the compiled memory per device (GiB) and the compile time (s)."""
+    """One compiled candidate: its ladder index, the order it was compiled in, the model's
+    prediction (none for the first probe), the compiled memory per device (GiB) and the
+    compile time (s)."""
 
     index: int
+    order: int
     candidate: Candidate
     predicted_gib: float | None
     compiled_gib: float
@@ -111,7 +112,7 @@ def find_largest_fitting(ladder: Sequence[Candidate],
 
     def run(index: int, predicted: float | None) -> Trial:
         gib, seconds = compiled_gib(ladder[index])
-        trials[index] = Trial(index, ladder[index], predicted, gib, seconds)
+        trials[index] = Trial(index, len(trials) + 1, ladder[index], predicted, gib, seconds)
         bar.set_postfix_str(f"{ladder[index].label()}: {gib:.2f} GiB")
         bar.update()
         return trials[index]
@@ -122,9 +123,9 @@ def find_largest_fitting(ladder: Sequence[Candidate],
             raise PlanError(
                 f"the smallest candidate ({first.candidate.label()}: patch "
                 f"{list(first.candidate.patch)}, batch {first.candidate.batch} per device, "
-                f"{first.candidate.n_stages} stages) needs {first.compiled_gib:.3f} GiB per device, "
-                f"more than the budget of {budget_gib:.3f} GiB: raise --memory-gb or make the "
-                "model smaller (--config.model.base_features / max_features)")
+                f"{first.candidate.n_stages} stages) needs {first.compiled_gib:.3f} GiB per "
+                f"device, more than the budget of {budget_gib:.3f} GiB: raise --memory-gb or "
+                "make the model smaller (--config.model.base_features / max_features)")
         lo, hi = 0, len(ladder)
         while hi - lo > 1 and len(trials) < max_compiles:
             model.fit(_pair(trials, lo, hi))
@@ -140,20 +141,16 @@ def find_largest_fitting(ladder: Sequence[Candidate],
 
 def format_table(trials: Sequence[Trial], budget_gib: float, chosen: Trial) -> str:
     """The candidates tried, in ladder order: predicted vs compiled memory per device."""
-    head = (f"{'#':>4} {'patch':>14} {'batch':>5} {'stages':>6} {'Mvox/dev':>9} "
+    head = (f"{'#':>4} {'try':>3} {'patch':>14} {'batch':>5} {'stages':>6} {'Mvox/dev':>9} "
             f"{'predicted':>10} {'compiled':>9} {'fits':>5} {'compile s':>9}")
     lines = [head, "-" * len(head)]
     for t in trials:
         c = t.candidate
         predicted = "-" if t.predicted_gib is None else f"{t.predicted_gib:.3f}"
         mark = " <- plan" if t is chosen else ""
-        lines.append(f"{t.index:>4} {'x'.join(map(str, c.patch)):>14} {c.batch:>5} "
+        lines.append(f"{t.index:>4} {t.order:>3} {'x'.join(map(str, c.patch)):>14} {c.batch:>5} "
                      f"{c.n_stages:>6} {c.voxels / 1e6:>9.3f} {predicted:>10} "
                      f"{t.compiled_gib:>9.3f} {'yes' if t.fits(budget_gib) else 'no':>5} "
                      f"{t.seconds:>9.1f}{mark}")
-    lines.append(f"GiB per device; budget {budget_gib:.3f} GiB")
+    lines.append(f"memory in GiB per device (budget {budget_gib:.3f}); try: compile order")
     return "\n".join(lines)
-
-
-def fill_fraction(trial: Trial, budget_gib: float) -> float:
-    return trial.compiled_gib / budget_gib if budget_gib > 0 else math.nan

@@ -31,11 +31,13 @@ def tiny_overrides(store: Path, workdir: Path, total_steps: int = STEPS) -> list
         "--config", str(REPO / "configs" / "demo.py"), "--workdir", str(workdir),
         f"--config.data.store={store}", "--config.data.raw_dir=", "--config.data.phantom.enabled=False",
         "--config.data.patch_size=(16,16,16)", "--config.data.batch_size=4",
-        "--config.data.workers=0", "--config.data.val_cases=1",
+        "--config.data.workers=0",
         "--config.model.n_stages=3", "--config.model.base_features=4",
         "--config.model.max_features=16", f"--config.total_steps={total_steps}",
         "--config.log_every=1", "--config.eval_every=1000", "--config.evaluation.split=",
+        "--config.data.val_cases=0",
         "--config.export.enabled=False", "--config.data.dose_augmentation.prob=0.5",
+        "--config.optim.warmup_steps=0", "--config.data.split.protocol=metadata",
     ]
 
 

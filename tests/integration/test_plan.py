@@ -1,31 +1,35 @@
 """`python -m petseg_jax.plan`: compiled candidates on a tiny store with a tiny U-Net."""
 
 import json
+from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from store_fixtures import make_tiny_store
 
-from configs import default
 from petseg_jax import plan as plan_lib
+from petseg_jax.configuration import load_config, split_overrides
 from petseg_jax.data import store as store_lib
 from petseg_jax.planning import PlanError
+from petseg_jax.planning.memory import CPU_COMPILE_OPTIONS
 from petseg_jax.training import mesh as mesh_lib
 from petseg_jax.training.builder import build_training
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.py"
+AUGMENT_OFF = ("rotation", "scale", "noise", "blur", "brightness", "contrast", "lowres",
+               "gamma_invert", "gamma", "mirror")
+# A tiny float32 U-Net without augmentation or deep supervision: a small graph compiles fast.
 TINY = ["--config.model.base_features=4", "--config.model.max_features=16",
-        "--config.model.dtype=float32", "--config.total_steps=10"]
-BUDGETS_GIB = (0.15, 0.3, 0.6)  # tiny U-Net on 40x32x48 cases: patch growth, then batch
+        "--config.model.dtype=float32", "--config.model.blocks_per_stage=1",
+        "--config.model.decoder_blocks=1", "--config.model.deep_supervision=False",
+        "--config.total_steps=10", *(f"--config.augment.p_{op}=0" for op in AUGMENT_OFF)]
+BUDGETS_GIB = (0.04, 0.15, 0.4)  # on 40x32x48 cases: patch growth, then batch growth
 
 
 def tiny_config():
-    config = default.get_config()
-    config.model.base_features, config.model.max_features = 4, 16
-    config.model.dtype = "float32"
-    config.total_steps = 10
-    return config
+    """The config the CLI plans with ``TINY``."""
+    return load_config(DEFAULT_CONFIG, split_overrides(TINY)[1])
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +82,24 @@ def test_planned_config_trains_a_step(plans, tmp_path):
     assert json.loads((tmp_path / "run" / "nested" / "plan.json").read_text()) == plans[0]
     assert list(config.data.patch_size) == plans[0]["data"]["patch_size"]
     assert config.model.n_stages == plans[0]["model"]["n_stages"]
+    assert config.data.batch_size == plans[0]["data"]["batch_size"]
     config.data.batch_size = plans[0]["data"]["batch_per_device"] * jax.device_count()
     schema = store_lib.manifest_schema(store_lib.read_manifest(plans[0]["store"]))
     training = build_training(config, schema, mesh_lib.make_mesh(config.mesh))
-    state = training.init_state(config.seed)
+    # The planner's compile options: the plan's own compile is reused from JAX's cache.
+    step = training.train_step.lower(training.abstract_sharded_state(),
+                                     training.batch_spec).compile(CPU_COMPILE_OPTIONS)
     rng = np.random.default_rng(0)
+    state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), training.abstract_state)
+    state["params"] = jax.tree.map(lambda a: rng.normal(0, 0.2, a.shape).astype(a.dtype),
+                                   training.abstract_state["params"])
     shape = (config.data.batch_size, *config.data.patch_size)
-    batch = {"image": jnp.asarray(rng.random(shape + (1,), np.float32)),
-             "label": jnp.asarray(rng.integers(0, schema.num_classes, shape, np.uint8))}
-    batch = jax.device_put(batch, training.batch_sharding)
-    state, metrics = training.train_step(state, batch)
+    batch = {"image": rng.random(shape + (1,), np.float32),
+             "label": rng.integers(0, schema.num_classes, shape).astype(np.uint8)}
+    state, metrics = step(jax.device_put(state, training.state_sharding),
+                          jax.device_put(batch, training.batch_sharding))
     assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    assert int(state["step"]) == 1
 
 
 def test_too_small_budget_is_a_clear_error(store, tmp_path, capsys):

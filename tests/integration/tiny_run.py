@@ -48,7 +48,7 @@ def random_state(config, num_classes: int, seed: int = 0):
     """
     rng = np.random.default_rng(seed)
     abstract = jax.eval_shape(lambda: init_state(
-        ModelDef(build_model(config.model, 1, num_classes, nnx.Rngs(seed))),
+        ModelDef.build(functools.partial(build_model, config.model, 1, num_classes)),
         make_optimizer(config.optim, config.total_steps), config.seed))
 
     def fill(path, leaf):

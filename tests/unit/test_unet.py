@@ -29,7 +29,7 @@ def test_output_shapes_deep_supervision_and_eval(name, n_stages, x16):
     model.eval()
     out = model(x16)
     assert out.shape == (1, 16, 16, 16, CLASSES) and out.dtype == jnp.float32
-    jnp.allclose(out, outs[0])  # same full-resolution head either way
+    assert jnp.allclose(out, outs[0], atol=1e-6)  # same full-resolution head either way
     assert isinstance(model(x16, deterministic=False), list)
     model.train()
     assert isinstance(model(x16), list)
@@ -66,7 +66,7 @@ def test_total_stride_and_anisotropic_strides():
     model = build_model({**cfg.to_dict(), "base_features": 4, "deep_supervision": True}, 1,
                         CLASSES, nnx.Rngs(0))
     outs = model(jnp.ones((1, 8, 8, 4, 1)))
-    assert [o.shape[1:4] for o in outs] == [(8, 8, 4), (4, 4, 2)]
+    assert [o.shape[1:4] for o in outs] == [(8, 8, 4), (4, 4, 4)]  # stage 1 keeps Z
 
 
 def test_bad_config_is_reported():
