@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from store_fixtures import make_tiny_store
+from train_helpers import tiny_train_args
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "local_multiprocess.sh"
@@ -27,18 +28,7 @@ LOSS_LINE = re.compile(r"step (\d+)/\d+\s+loss ([0-9.eE+-]+)")
 
 
 def tiny_overrides(store: Path, workdir: Path, total_steps: int = STEPS) -> list[str]:
-    return [
-        "--config", str(REPO / "configs" / "demo.py"), "--workdir", str(workdir),
-        f"--config.data.store={store}", "--config.data.raw_dir=", "--config.data.phantom.enabled=False",
-        "--config.data.patch_size=(16,16,16)", "--config.data.batch_size=4",
-        "--config.data.workers=0",
-        "--config.model.n_stages=3", "--config.model.base_features=4",
-        "--config.model.max_features=16", f"--config.total_steps={total_steps}",
-        "--config.log_every=1", "--config.eval_every=1000", "--config.evaluation.split=",
-        "--config.data.val_cases=0",
-        "--config.export.enabled=False", "--config.data.dose_augmentation.prob=0.5",
-        "--config.optim.warmup_steps=0", "--config.data.split.protocol=metadata",
-    ]
+    return tiny_train_args(store, workdir, total_steps)
 
 
 def _env(devices: int, **extra: str) -> dict[str, str]:
@@ -76,14 +66,17 @@ def test_processes_agree_and_match_single_process(two_process_run, store):
     assert sorted(per_process[0]) == list(range(1, STEPS + 1))
     assert per_process[0] == per_process[1]  # replicated loss: bitwise the same on both
 
-    single = subprocess.run(
-        [sys.executable, "-m", "petseg_jax.train", *tiny_overrides(store, root / "w1")],
-        cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stdout + single.stderr
-    reference = _losses(single.stdout + single.stderr)
-    assert sorted(reference) == sorted(per_process[0])
-    for step, loss in reference.items():
-        assert per_process[0][step] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+    runs = {}
+    for devices in (4, 1):  # 1 process x 4 devices, and the unsharded 1-device step
+        single = subprocess.run(
+            [sys.executable, "-m", "petseg_jax.train", *tiny_overrides(store, root / f"d{devices}")],
+            cwd=REPO, env=_env(devices), capture_output=True, text=True, timeout=600)
+        assert single.returncode == 0, single.stdout + single.stderr
+        runs[devices] = _losses(single.stdout + single.stderr)
+    for reference in runs.values():
+        assert sorted(reference) == sorted(per_process[0])
+        for step, loss in reference.items():
+            assert per_process[0][step] == pytest.approx(loss, rel=1e-4, abs=1e-5)
 
 
 def test_one_checkpoint_and_resume_with_fewer_processes(two_process_run, store):

@@ -13,7 +13,6 @@ from pathlib import Path
 import jax
 import nibabel as nib
 import numpy as np
-from flax import nnx
 
 from configs import default
 from petseg_jax.data.schema import DEFAULT_SCHEMA
