@@ -95,7 +95,8 @@ def _taps(xp: jax.Array, kernel_shape: Sequence[int], strides: tuple[int, int, i
 def _out_shape(x: jax.Array, kernel: jax.Array, strides, pads) -> list[int]:
     out = [(d + lo + hi - k) // s + 1
            for d, (lo, hi), k, s in zip(x.shape[1:4], pads, kernel.shape[:3], strides)]
-    if min(out) < 1:
+    # Symbolic (exported) dimensions cannot be compared; concrete ones are checked.
+    if any(isinstance(d, int) and d < 1 for d in out):
         raise ValueError(f"conv3d: input {x.shape} is smaller than kernel {kernel.shape[:3]}")
     return out
 

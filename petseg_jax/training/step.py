@@ -102,7 +102,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                "rng": state["rng"]}
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
         return new, metrics
 
     return step
