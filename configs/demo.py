@@ -11,9 +11,9 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.workdir = "runs/demo"
-    config.total_steps = 300
-    config.log_every = 25
-    config.eval_every = 150
+    config.total_steps = 240
+    config.log_every = 20
+    config.eval_every = 120
     config.checkpoint_keep = 2
 
     data = config.data

@@ -106,7 +106,8 @@ def test_missing_process_fails_instead_of_hanging(store, tmp_path):
 
 
 def test_dead_process_stops_the_job(store, tmp_path):
-    """Kill process 1 mid-run: the launcher stops process 0 and exits non-zero, in bounded time."""
+    """Kill process 1 once the job runs: the launcher stops process 0 and exits non-zero, in
+    bounded time (process 0 is then inside the distributed runtime, waiting on process 1)."""
     logs = tmp_path / "logs"
     launcher = subprocess.Popen(
         ["bash", str(LAUNCH), "2", "--", *tiny_overrides(store, tmp_path / "w", total_steps=10_000)],
@@ -117,10 +118,10 @@ def test_dead_process_stops_the_job(store, tmp_path):
         deadline = time.monotonic() + 300
         while victim is None and time.monotonic() < deadline:
             log1 = logs / "process_1.log"
-            if log1.exists() and LOSS_LINE.search(log1.read_text()):
+            if log1.exists() and "cases:" in log1.read_text():
                 victim = _find_process(launcher.pid, "JAX_PROCESS_ID=1")
             time.sleep(0.5)
-        assert victim is not None, "process 1 never reached a training step"
+        assert victim is not None, "process 1 never got past the distributed start-up"
         os.kill(victim, signal.SIGKILL)
         out, _ = launcher.communicate(timeout=180)
         assert launcher.returncode != 0, out

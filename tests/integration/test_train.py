@@ -80,3 +80,23 @@ def test_demo_closing_stages_write_evaluation_and_export(store, tmp_path):
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"train", "val"}
     assert list((workdir / "tensorboard").iterdir())
+
+
+def test_dry_run_reports_memory_and_flops(store, tmp_path, capsys):
+    report = train.main([*tiny_train_args(store, tmp_path / "dry", 2), "--dry-run"])
+    assert report["peak_gib_per_device"] > 0 and report["flops_per_step"] > 0
+    assert report["patch_size"] == [16, 16, 16] and report["global_batch"] == 4
+    assert not (tmp_path / "dry" / "checkpoints").exists()  # compiled, nothing run or written
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
+
+
+def test_evaluate_dose_sweep(store, tmp_path):
+    from petseg_jax import evaluate
+
+    workdir = tmp_path / "sweep"
+    train.main(tiny_train_args(store, workdir, 1))
+    summary = evaluate.main(["--workdir", str(workdir), "--split", "val", "--dose-sweep", "1,20",
+                             "--mip-cases", "0"])
+    assert (workdir / "eval" / "dose_sweep.csv").is_file()
+    assert (workdir / "eval" / "figures" / "dose_sweep.png").is_file()
+    assert set(summary["dose_sweep"]["details"]) == {"1", "20"}

@@ -1,0 +1,87 @@
+"""Train / infer benchmarks: arguments, MFU arithmetic, peaks; PyTorch twin == JAX network."""
+
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from petseg_jax.bench import infer, train
+from petseg_jax.models import build_model
+from petseg_jax.training.loss import segmentation_loss
+from petseg_jax.training.step import ModelDef
+
+DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.py")
+
+
+def test_train_args_and_overrides():
+    args, overrides = train.parse_args(["--config", DEMO, "--steps", "3", "--gpu", "h100",
+                                        "--config.data.batch_size=4", "--vs-torch"])
+    assert (args.steps, args.warmup, args.gpu, args.vs_torch) == (3, 2, "h100", True)
+    assert overrides == [("data.batch_size", "4")]
+    for bad in (["--steps", "0"], ["--peak-tflops", "-1"], ["--gpu", "v100"],
+                ["--gpu", "a100", "--peak-tflops", "10"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--config", DEMO, *bad])
+
+
+def test_infer_args():
+    args, _ = infer.parse_args(["--config", DEMO])
+    assert args.shape == list(infer.DEMO_WHOLE_BODY) and args.overlap is None
+    args, _ = infer.parse_args(["--config", DEMO, "--shape", "288", "144", "900",
+                                "--overlap", "0.25", "--batch", "4"])
+    assert (args.shape, args.overlap, args.batch) == ([288, 144, 900], 0.25, 4)
+    for bad in (["--overlap", "1"], ["--shape", "0", "1", "1"], ["--batch", "0"]):
+        with pytest.raises(SystemExit):
+            infer.parse_args(["--config", DEMO, *bad])
+
+
+def test_mfu_and_peaks():
+    # 2e12 FLOPs per step at 3 steps/s = 6 TFLOP/s achieved, out of 12 -> 0.5.
+    assert train.mfu(2e12, 3.0, 12.0) == pytest.approx(0.5)
+    assert train.known_peak("h100") == train.known_peak("H200") == 989.0
+    assert train.known_peak("a100") == 312.0
+    assert train.known_peak("auto", "NVIDIA H100 80GB HBM3") == 989.0
+    assert train.known_peak("auto", "NVIDIA A100-SXM4-80GB") == 312.0
+    with pytest.raises(ValueError, match="no known peak"):
+        train.known_peak("auto", "cpu")
+    with pytest.raises(ValueError, match="positive"):
+        train.mfu(1.0, 1.0, 0.0)
+
+
+def test_bench_config_turns_augmentation_off():
+    config = train.load_bench_config(DEMO, [("data.batch_size", "4")], augment=False)
+    assert config.data.batch_size == 4
+    probs = {k: v for k, v in config.augment.items() if k.startswith("p_")}
+    assert probs and all(np.all(np.asarray(v) == 0) for v in probs.values())
+    assert train.load_bench_config(DEMO, [], augment=True).augment.p_rotation > 0
+
+
+def test_torch_twin_matches_jax_network_and_loss():
+    torch = pytest.importorskip("torch")
+    from petseg_jax.bench import torch_reference
+
+    cfg = {"n_stages": 3, "base_features": 4, "max_features": 8, "decoder_blocks": 1}
+    k = 3
+    model_def = ModelDef.build(partial(build_model, cfg, 1, k))
+    params = model_def.init_params(0)
+    net = torch_reference.load_jax_params(torch_reference.TorchUNet(cfg, 1, k),
+                                          jax.device_get(params))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 16, 1), np.float32)
+    label = rng.integers(0, k, (2, 8, 8, 16))
+    tx = torch.from_numpy(x).permute(0, 4, 1, 2, 3)
+    jax_outs = model_def.apply_train(params, x)
+    with torch.no_grad():
+        torch_outs = net.train()(tx)
+        assert len(torch_outs) == len(jax_outs) == 2
+        for j, t in zip(jax_outs, torch_outs):
+            np.testing.assert_allclose(t.permute(0, 2, 3, 4, 1).numpy(), j, atol=2e-4, rtol=1e-4)
+        t_eval = net.eval()(tx).permute(0, 2, 3, 4, 1).numpy()
+        np.testing.assert_allclose(t_eval, model_def.apply_eval(params, x), atol=2e-4, rtol=1e-4)
+        loss_cfg = {"batch_dice": True}
+        t_loss = torch_reference.segmentation_loss(list(torch_outs), torch.from_numpy(label),
+                                                   loss_cfg)
+    assert float(t_loss) == pytest.approx(float(segmentation_loss(jax_outs, label, loss_cfg)),
+                                          rel=1e-4)
