@@ -8,10 +8,13 @@ FLOPs per step from XLA's cost analysis of the compiled (per-device) program, ac
 and MFU = achieved / peak per device, the peak from ``--peak-tflops`` or ``--gpu`` (bf16 dense,
 ``PEAK_TFLOPS``; ``--gpu auto`` reads the device kind). ``--vs-torch`` builds the same network
 in PyTorch (:mod:`petseg_jax.bench.torch_reference`) with the same weights and batch, times
-both in one run, alternating step by step, and reports ``ratio`` = our steps/s / PyTorch's.
+both in one run, alternating step by step, and reports ``ratio`` = our steps/s / PyTorch's
+(medians; ``ratio_min`` from each side's best step, less sensitive to a shared machine's load).
+The PyTorch side runs in float32 whatever ``model.dtype`` says (it is a CPU reference).
+``--batch-per-device auto`` sizes the batch by dry runs (:func:`fit_batch_per_device`).
 
     python -m petseg_jax.bench train --config configs/demo.py --steps 10 --vs-torch
-    python -m petseg_jax.bench train --config configs/default.py --gpu auto --config.data.batch_size=4
+    python -m petseg_jax.bench train --config configs/default.py --gpu auto --batch-per-device auto
 """
 
 from __future__ import annotations
@@ -217,12 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "devices": jax.device_count(), "patch": list(config.data.patch_size),
         "global_batch": config.data.batch_size, "dtype": config.model.dtype,
         "augment": args.augment, "steps": args.steps, "warmup": args.warmup,
-        "compile_s": round(compile_s, 2), "peak_gib_per_device": round(mem["peak_gib_per_device"], 3),
+        "compile_s": round(compile_s, 2),
+        "peak_gib_per_device": round(mem["peak_gib_per_device"], 3),
         "step_s_median": round(1 / steps_per_s, 4), "step_s_min": round(min(times["jax"]), 4),
         "steps_per_s": round(steps_per_s, 4),
         "voxels_per_s": round(steps_per_s * float(np.prod(shape))),
         "flops_per_step": flops, "achieved_tflops": round(flops * steps_per_s / 1e12, 4),
-        "peak_tflops": peak, "mfu": None if peak is None else round(mfu(flops, steps_per_s, peak), 4),
+        "peak_tflops": peak,
+        "mfu": None if peak is None else round(mfu(flops, steps_per_s, peak), 4),
         "load_average_start": load_start, "load_average_end": load_average(), **common.machine(),
     }
     if torch_ref is not None:
@@ -231,10 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch_sps = 1.0 / statistics.median(times["torch"])
         result.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
                       torch_step_s_median=round(1 / torch_sps, 4),
-                      torch_steps_per_s=round(torch_sps, 4), ratio=round(steps_per_s / torch_sps, 3))
+                      torch_step_s_min=round(min(times["torch"]), 4),
+                      torch_steps_per_s=round(torch_sps, 4),
+                      ratio=round(steps_per_s / torch_sps, 3),
+                      ratio_min=round(min(times["torch"]) / min(times["jax"]), 3))
     keys = ["platform", "device_kind", "devices", "patch", "global_batch", "dtype", "augment",
             "compile_s", "peak_gib_per_device", "step_s_median", "steps_per_s", "voxels_per_s",
-            "flops_per_step", "achieved_tflops", "peak_tflops", "mfu", "torch_step_s_median",
-            "torch_steps_per_s", "ratio", "load_average_start", "load_average_end"]
+            "step_s_min", "flops_per_step", "achieved_tflops", "peak_tflops", "mfu",
+            "torch_step_s_median", "torch_step_s_min", "torch_steps_per_s", "ratio", "ratio_min",
+            "load_average_start", "load_average_end"]
     common.report("train step benchmark", [(k, result[k]) for k in keys if k in result], result)
     return 0

@@ -1,5 +1,6 @@
 """Train / infer benchmarks: arguments, MFU arithmetic, peaks; PyTorch twin == JAX network."""
 
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+import petseg_jax.bench
 from petseg_jax.bench import infer, train
 from petseg_jax.models import build_model
 from petseg_jax.training.loss import segmentation_loss
@@ -72,16 +74,25 @@ def test_torch_twin_matches_jax_network_and_loss():
     x = rng.standard_normal((2, 8, 8, 16, 1), np.float32)
     label = rng.integers(0, k, (2, 8, 8, 16))
     tx = torch.from_numpy(x).permute(0, 4, 1, 2, 3)
-    jax_outs = model_def.apply_train(params, x)
+    jax_outs = jax.jit(model_def.apply_train)(params, x)
     with torch.no_grad():
         torch_outs = net.train()(tx)
         assert len(torch_outs) == len(jax_outs) == 2
         for j, t in zip(jax_outs, torch_outs):
             np.testing.assert_allclose(t.permute(0, 2, 3, 4, 1).numpy(), j, atol=2e-4, rtol=1e-4)
         t_eval = net.eval()(tx).permute(0, 2, 3, 4, 1).numpy()
-        np.testing.assert_allclose(t_eval, model_def.apply_eval(params, x), atol=2e-4, rtol=1e-4)
+        j_eval = jax.jit(model_def.apply_eval)(params, x)
+        np.testing.assert_allclose(t_eval, j_eval, atol=2e-4, rtol=1e-4)
         loss_cfg = {"batch_dice": True}
         t_loss = torch_reference.segmentation_loss(list(torch_outs), torch.from_numpy(label),
                                                    loss_cfg)
     assert float(t_loss) == pytest.approx(float(segmentation_loss(jax_outs, label, loss_cfg)),
                                           rel=1e-4)
+
+
+def test_vs_torch_without_torch_prints_and_skips(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    monkeypatch.delitem(sys.modules, "petseg_jax.bench.torch_reference", raising=False)
+    monkeypatch.delattr(petseg_jax.bench, "torch_reference", raising=False)
+    assert train.import_torch_reference() is None
+    assert train.TORCH_MISSING in capsys.readouterr().out
