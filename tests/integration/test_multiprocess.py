@@ -7,7 +7,6 @@ loss each step, the losses equal a 1-process 4-device run, one checkpoint is wri
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
