@@ -9,8 +9,9 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 
@@ -34,6 +35,18 @@ def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config()")
     return module.get_config()
+
+
+def over_defaults(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], section: str
+                  ) -> dict[str, Any]:
+    """``cfg`` (a mapping, ``ConfigDict`` or ``None``) over a module's documented ``defaults``;
+    a key the defaults do not know is an error naming the config ``section``."""
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {section} config keys {sorted(unknown)}; "
+                         f"known: {sorted(defaults)}")
+    return {**defaults, **cfg}
 
 
 def _parse_value(text: str):

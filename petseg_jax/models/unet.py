@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from petseg_jax.configuration import over_defaults
 from petseg_jax.models.conv import IMPLS, conv3d, conv_transpose3d, pointwise_conv
 
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -52,11 +53,7 @@ _KERNEL_INIT = jax.nn.initializers.variance_scaling(2.0 / (1 + NEGATIVE_SLOPE **
 
 def model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``model_cfg`` over ``MODEL_DEFAULTS``, validated, with per-stage lists expanded."""
-    unknown = set(model_cfg) - set(MODEL_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown model config keys {sorted(unknown)}; "
-                         f"known: {sorted(MODEL_DEFAULTS)}")
-    cfg = {**MODEL_DEFAULTS, **dict(model_cfg)}
+    cfg = over_defaults(model_cfg, MODEL_DEFAULTS, "model")
     if cfg["name"] not in NAMES:
         raise ValueError(f"model.name must be one of {NAMES}, got {cfg['name']!r}")
     if cfg["conv_impl"] not in IMPLS:

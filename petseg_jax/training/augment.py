@@ -37,6 +37,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.ndimage import map_coordinates
 
+from petseg_jax.configuration import over_defaults
+
 AUGMENT_DEFAULTS: dict[str, Any] = {
     "p_rotation": 0.2, "rotation_deg": 30.0,
     "p_scale": 0.2, "scale_range": (0.7, 1.4),
@@ -53,12 +55,7 @@ _EPS = 1e-7
 
 def augment_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """``cfg`` over ``AUGMENT_DEFAULTS``, validated (unknown keys are an error)."""
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(AUGMENT_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown augment config keys {sorted(unknown)}; "
-                         f"known: {sorted(AUGMENT_DEFAULTS)}")
-    cfg = {**AUGMENT_DEFAULTS, **cfg}
+    cfg = over_defaults(cfg, AUGMENT_DEFAULTS, "augment")
     cfg["p_mirror"] = tuple(float(p) for p in cfg["p_mirror"])
     probs = {k: v for k, v in cfg.items() if k.startswith("p_") and k != "p_mirror"}
     for k, p in [*probs.items(), *(("p_mirror", p) for p in cfg["p_mirror"])]:

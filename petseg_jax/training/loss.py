@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from petseg_jax.configuration import over_defaults
+
 LOSS_DEFAULTS: dict[str, Any] = {
     "batch_dice": False, "smooth": 1e-5, "do_bg": False, "ignore_label": None,
     "weight_ce": 1.0, "weight_dice": 1.0, "ds_drop_lowest": True,
@@ -31,12 +33,7 @@ LOSS_DEFAULTS: dict[str, Any] = {
 
 def loss_config(loss_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """``loss_cfg`` over ``LOSS_DEFAULTS`` (unknown keys are an error)."""
-    loss_cfg = dict(loss_cfg or {})
-    unknown = set(loss_cfg) - set(LOSS_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown loss config keys {sorted(unknown)}; "
-                         f"known: {sorted(LOSS_DEFAULTS)}")
-    return {**LOSS_DEFAULTS, **loss_cfg}
+    return over_defaults(loss_cfg, LOSS_DEFAULTS, "loss")
 
 
 def soft_dice(probs: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dice: bool,

@@ -22,6 +22,8 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
+from petseg_jax.configuration import over_defaults
+
 OPTIM_DEFAULTS: dict[str, Any] = {
     "name": "sgd", "lr": 0.01, "weight_decay": 3e-5, "momentum": 0.99, "nesterov": True,
     "poly_exponent": 0.9, "warmup_steps": 0, "end_lr_ratio": 0.0,
@@ -32,12 +34,7 @@ NAMES = ("sgd", "adamw")
 
 def optim_config(optim_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """``optim_cfg`` over ``OPTIM_DEFAULTS``, validated."""
-    optim_cfg = dict(optim_cfg or {})
-    unknown = set(optim_cfg) - set(OPTIM_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown optimizer config keys {sorted(unknown)}; "
-                         f"known: {sorted(OPTIM_DEFAULTS)}")
-    cfg = {**OPTIM_DEFAULTS, **optim_cfg}
+    cfg = over_defaults(optim_cfg, OPTIM_DEFAULTS, "optimizer")
     if cfg["name"] not in NAMES:
         raise ValueError(f"optim.name must be one of {NAMES}, got {cfg['name']!r}")
     return cfg
