@@ -11,9 +11,9 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.workdir = "runs/demo"
-    config.total_steps = 240
-    config.log_every = 20
-    config.eval_every = 120
+    config.total_steps = 2000
+    config.log_every = 100
+    config.eval_every = 1000
     config.checkpoint_keep = 2
 
     data = config.data
@@ -24,7 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
     data.phantom.cases = 40
     data.phantom.test_fraction = 0.35  # several held-out full-dose AC FDG cases
     data.phantom.spacing = 6.0
-    data.patch_size = (64, 48, 64)
+    # Small patches, many steps: on 2 CPU cores, 2 x 32^3 per step learns ~6x faster per second
+    # than 2 x 64x48x64 (BUILD_NOTES.md, "Training and the demo").
+    data.patch_size = (32, 32, 32)
     data.batch_size = 2
     data.workers = 0
     data.val_cases = 2
@@ -38,9 +40,14 @@ def get_config() -> ml_collections.ConfigDict:
 
     optim = config.optim
     optim.name = "adamw"
-    optim.lr = 3e-3
-    optim.warmup_steps = 25
+    optim.lr = 1e-2
+    optim.warmup_steps = 20
     optim.weight_decay = 1e-4
+
+    # A few minutes of training: no rotation/zoom (their resampling costs step time and slows
+    # early learning); the intensity, low-resolution and L/R-mirroring augmentations stay on.
+    config.augment.p_rotation = 0.0
+    config.augment.p_scale = 0.0
 
     config.evaluation.split = "test"
     config.export.enabled = True
