@@ -50,5 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.p_scale = 0.0
 
     config.evaluation.split = "test"
+    # Small patches leave stray islands far from an organ (lung in the legs): keep the largest
+    # component of each organ that is one component in every training case.
+    config.evaluation.largest_component = True
     config.export.enabled = True
     return config

@@ -73,7 +73,9 @@ class CasePredictor:
             batch_size=self.batch_size, mirror_axes=(0,) if self.mirror else (),
             mirror_lut=self.trained.schema.mirror_lut(), output="labels",
             params=self.trained.params))
-        return largest_connected_component(pred) if self.largest_component else pred
+        if not self.largest_component:
+            return pred
+        return largest_connected_component(pred, self.spec.get("largest_component_labels"))
 
 
 def run(workdir: str | Path, store: str | Path | None = None, split: str = "test",
@@ -136,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--dose-sweep", default="",
                         help="comma-separated dose reduction factors, e.g. 1,4,10,20,50,100")
     parser.add_argument("--mirror", action="store_true", help="left/right-aware test-time mirroring")
-    parser.add_argument("--largest-component", action="store_true")
+    parser.add_argument("--largest-component", action="store_true",
+                        help="keep only the largest connected component of each organ that is "
+                        "one component in every training case")
     parser.add_argument("--mip-cases", type=int, default=4)
     args = parser.parse_args(argv)
     setup_logging()

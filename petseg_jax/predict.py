@@ -68,7 +68,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mirror", action="store_true",
                         help="test-time left/right mirroring (2 passes per window)")
     parser.add_argument("--largest-component", action="store_true",
-                        help="keep each organ's largest connected component")
+                        help="keep only the largest connected component of each organ that is one "
+                        "component in every training case (the model's spec lists them)")
     args = parser.parse_args(argv)
     if (args.weight_kg is None) != (args.injected_mbq is None):
         parser.error("--weight-kg and --injected-mbq go together")

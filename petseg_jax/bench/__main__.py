@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "train": "petseg_jax.bench.train",  # train step: steps/s, FLOPs, MFU (performance issue)
     "infer": "petseg_jax.bench.infer",  # sliding-window inference (performance issue)
     "loader": "petseg_jax.bench.loader",  # input pipeline: patches/s, MB/s, determinism hash
+    "learning": "petseg_jax.bench.learning",  # Dice on held-out cases vs training wall time
 }
 USAGE = (f"usage: python -m petseg_jax.bench {{{','.join(SUBCOMMANDS)}}} [options] "
          "(--help per benchmark)")

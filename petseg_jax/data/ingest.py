@@ -34,6 +34,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from petseg_jax.data import nifti
@@ -142,6 +143,14 @@ def _class_locations(labels: np.ndarray, k: int, rng: np.random.Generator
     return out
 
 
+def component_counts(labels: np.ndarray) -> dict[str, int]:
+    """Number of 26-connected components of each foreground id present (``{"3": 1, ...}``), so
+    post-processing can be chosen later without rescanning volumes."""
+    boxes = ndimage.find_objects(labels)
+    return {str(i + 1): int(ndimage.label(labels[box] == i + 1, structure=np.ones((3, 3, 3)))[1])
+            for i, box in enumerate(boxes) if box is not None}
+
+
 def process_case(task: CaseTask) -> dict[str, Any]:
     """Validate, reorient, resample and write one case; returns its manifest entry.
 
@@ -172,6 +181,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         "suv_factor": task.suv_factor,
         "class_voxels": {str(i): int(n) for i, n in enumerate(counts)},
         "class_locations": _class_locations(labels, opts["locations_per_class"], rng),
+        "class_components": component_counts(labels),
         "intensity": intensity_stats(data),
     }
     store_lib.write_json_atomic(_marker_path(task.store, task.case_id),

@@ -126,7 +126,7 @@ class Predictor:
             mirror_lut=self.schema.mirror_lut(), output="labels", params=self.params)
         labels = nifti.to_original_grid(np.asarray(labels), affine, img, order=0)
         if largest_component:
-            labels = largest_connected_component(labels)
+            labels = largest_connected_component(labels, spec.get("largest_component_labels"))
         return labels.astype(self.label_dtype)
 
     def organ_stats(self, img: nib.Nifti1Image, labels: np.ndarray, suv_factor: float | None,

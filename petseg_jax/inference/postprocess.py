@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -14,7 +14,8 @@ _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 def largest_connected_component(labels: np.ndarray, label_ids: Iterable[int] | None = None) -> np.ndarray:
     """Keep, for each organ id, only its largest 26-connected component (the rest becomes 0).
 
-    ``label_ids`` defaults to every non-zero id present; ids not listed are left untouched. Ties
+    ``label_ids`` defaults to every non-zero id present; ids not listed are left untouched
+    (inference specs list the organs that are one component in every training case). Ties
     keep the component met first in C (x-major) scan order. Returns a new array of the same dtype.
     """
     labels = np.asarray(labels)
@@ -37,3 +38,17 @@ def largest_connected_component(labels: np.ndarray, label_ids: Iterable[int] | N
             sizes = np.bincount(components.ravel())[1:]
             view[mask & (components != int(np.argmax(sizes)) + 1)] = 0
     return out
+
+
+def single_component_ids(counts: Iterable[Mapping[str, int] | None]) -> list[int] | None:
+    """The ids that are ONE connected component in every case where they occur (the organs
+    largest-component post-processing cannot hurt on these cases), from per-case
+    counts (the manifest's ``class_components``, written by ingest); ``None`` when a case has no counts (a store from before they were
+    recorded)."""
+    seen: dict[int, bool] = {}
+    for case in counts:
+        if case is None:
+            return None
+        for key, n in case.items():
+            seen[int(key)] = seen.get(int(key), True) and int(n) == 1
+    return sorted(i for i, single in seen.items() if single)

@@ -5,7 +5,7 @@ into ``meta.json``, so a served model resamples, normalizes and tiles exactly as
 
     {"format_version": 1, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
      "total_stride": [..], "normalization": {...}, "overlap": 0.5, "mirror_axes": [],
-     "batch_size": 2, "in_channels": 1, "input_layout": "NXYZC", "output_layout": "NXYZK",
+     "batch_size": 2, "largest_component_labels": [..] | null, "in_channels": 1, "input_layout": "NXYZC", "output_layout": "NXYZK",
      "input_dtype": "float32", "output_dtype": "float32", "jax_version": "...",
      "training": {"config": {...}, "step": N, "workdir": "..."}}
 
@@ -59,6 +59,23 @@ def _training_spacing(data_cfg: Mapping[str, Any]) -> list[float]:
     return [float(s) for s in read_manifest(data_cfg["store"])["spacing"]]
 
 
+def _single_component_labels(cfg: Mapping[str, Any]) -> list[int] | None:
+    """The organs that are one connected component in every training case of the store (the
+    ones ``largest_component`` post-processing keeps to); ``None`` when the store or its
+    component counts are not available (the option then applies to every organ)."""
+    from petseg_jax.data.splits import SplitError, make_splits  # training/export time only
+    from petseg_jax.data.store import StoreError, read_manifest
+    from petseg_jax.inference.postprocess import single_component_ids
+
+    data = cfg["data"]
+    try:
+        cases = read_manifest(data["store"])["cases"]
+        train = make_splits(cases, data["split"], cfg.get("seed", 0))["train"]
+    except (StoreError, SplitError, OSError, KeyError):
+        return None
+    return single_component_ids(cases[c].get("class_components") for c in train)
+
+
 def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
                         workdir: str | None) -> dict[str, Any]:
     """The spec of a model trained with ``config`` (a ConfigDict or its dict) on ``schema``."""
@@ -76,6 +93,7 @@ def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
         "overlap": float(evaluation.get("overlap", 0.5)),
         "mirror_axes": [],
         "batch_size": int(evaluation.get("batch_size", 2)),
+        "largest_component_labels": _single_component_labels(cfg),
         "in_channels": IN_CHANNELS,
         "input_layout": INPUT_LAYOUT,
         "output_layout": OUTPUT_LAYOUT,

@@ -9,6 +9,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 import tensorstore as ts
 
 from petseg_jax.data import phantom
@@ -174,6 +175,9 @@ def test_manifest_fields(ingested, raw):
             assert len(locations) == min(200, counts[int(label_id)])
             assert len({tuple(p) for p in locations}) == len(locations)
             assert all(labels[tuple(p)] == int(label_id) for p in locations)
+        for label_id, n in case["class_components"].items():
+            assert n == ndimage.label(labels == int(label_id), np.ones((3, 3, 3)))[1] >= 1
+        assert set(case["class_components"]) == set(case["class_locations"])
         assert case["intensity"]["p50"] == pytest.approx(np.percentile(image, 50), rel=1e-5)
         assert case["intensity"]["p99.5"] == pytest.approx(np.percentile(image, 99.5), rel=1e-5)
     assert manifest["cases"]["c01"]["suv_factor"] == pytest.approx(70.0 * 1000 / 3.0e8)

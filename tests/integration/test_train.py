@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from petseg_jax import train
+from petseg_jax.bench import learning
 from petseg_jax.data import store as store_lib
 from petseg_jax.models.restore import load_trained
 from store_fixtures import make_tiny_store
@@ -100,3 +101,19 @@ def test_evaluate_dose_sweep(store, tmp_path):
     assert (workdir / "eval" / "dose_sweep.csv").is_file()
     assert (workdir / "eval" / "figures" / "dose_sweep.png").is_file()
     assert set(summary["dose_sweep"]["details"]) == {"1", "20"}
+
+
+def test_learning_bench_stops_at_budget_or_total_steps(store, tmp_path, capsys):
+    """``bench learning``: one evaluation per --eval-every steps, up to total_steps, or only the
+    first one when the time budget is already spent."""
+    args = tiny_train_args(store, tmp_path, 4)
+    args = args[:2] + args[4:]  # the benchmark keeps no workdir
+    bench = [*args, "--eval-every", "2", "--cases", "val"]
+    learning.main([*bench, "--budget-s", "1000"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [p["step"] for p in result["curve"]] == [2, 4]
+    assert result["eval_cases"] == ["case_002"]
+    assert all(0.0 <= p["mean_dice"] <= 1.0 and p["train_s"] > 0 for p in result["curve"])
+    learning.main([*bench, "--budget-s", "1e-9"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [p["step"] for p in result["curve"]] == [2]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import petseg_jax.bench
-from petseg_jax.bench import infer, train
+from petseg_jax.bench import infer, learning, train
 from petseg_jax.models import build_model
 from petseg_jax.training.loss import segmentation_loss
 from petseg_jax.training.step import ModelDef
@@ -57,7 +57,7 @@ def test_bench_config_turns_augmentation_off():
     assert config.data.batch_size == 4
     probs = {k: v for k, v in config.augment.items() if k.startswith("p_")}
     assert probs and all(np.all(np.asarray(v) == 0) for v in probs.values())
-    assert train.load_bench_config(DEMO, [], augment=True).augment.p_rotation > 0
+    assert train.load_bench_config(DEMO, [], augment=True).augment.p_gamma > 0
 
 
 def test_torch_twin_matches_jax_network_and_loss():
@@ -96,3 +96,21 @@ def test_vs_torch_without_torch_prints_and_skips(monkeypatch, capsys):
     monkeypatch.delattr(petseg_jax.bench, "torch_reference", raising=False)
     assert train.import_torch_reference() is None
     assert train.TORCH_MISSING in capsys.readouterr().out
+
+
+def test_learning_case_selection():
+    meta = {"a": ("FDG", 1), "b": ("FDG", 10), "c": ("PSMA", 1), "d": ("FDG", 1)}
+    cases = {k: {"metadata": {"tracer": t, "dose_reduction_factor": f}} for k, (t, f) in meta.items()}
+    splits = {"train": ["d"], "val": ["c"], "test": ["a", "b", "c"]}
+    assert learning.select_cases("test-fdg", splits, cases) == ["a"]
+    assert learning.select_cases("val", splits, cases) == ["c"]
+    assert learning.select_cases("b, d", splits, cases) == ["b", "d"]
+    for bad in ("x", "val"):
+        with pytest.raises(SystemExit):
+            learning.select_cases(bad, splits | {"val": []}, cases)
+    args, overrides = learning.parse_args(["--config", DEMO, "--budget-s", "60",
+                                           "--config.total_steps=10"])
+    assert (args.budget_s, args.eval_every, args.cases) == (60.0, 250, "test-fdg")
+    assert overrides == [("total_steps", "10")]
+    with pytest.raises(SystemExit):
+        learning.parse_args(["--config", DEMO, "--eval-every", "0"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from petseg_jax.inference.postprocess import largest_connected_component
+from petseg_jax.inference.postprocess import largest_connected_component, single_component_ids
 
 
 def _labels(dtype):
@@ -39,3 +39,9 @@ def test_rejects_bad_input():
         largest_connected_component(np.zeros((2, 2, 2), np.float32))
     with pytest.raises(ValueError, match="3-D"):
         largest_connected_component(np.zeros((2, 2), np.uint8))
+
+
+def test_single_component_ids():
+    assert single_component_ids([{"1": 1, "2": 2}, {"1": 1, "4": 1}]) == [1, 4]
+    assert single_component_ids([{"1": 1}, None]) is None
+    assert single_component_ids([]) == []

@@ -41,6 +41,28 @@ def test_empty_spacing_comes_from_the_store(tmp_path):
     spec = spec_lib.make_inference_spec(_config(spacing=(), store=str(tmp_path)),
                                         DEFAULT_SCHEMA, None, None)
     assert spec["spacing"] == [1.5, 1.5, 3.0]
+    assert spec["largest_component_labels"] is None  # no training case: unknown
+
+
+def test_largest_component_labels_come_from_the_training_cases(tmp_path):
+    def case(split, components):
+        return {"metadata": {"split": split}, "class_components": components}
+    cases = {"a": case("train", {"1": 1, "2": 3, "3": 1}), "b": case("train", {"1": 1, "3": 1}),
+             "c": case("test", {"3": 2})}  # test cases never decide
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "spacing": [2.0] * 3,
+         "cases": cases}))
+    spec = spec_lib.make_inference_spec(_config(store=str(tmp_path)), DEFAULT_SCHEMA, 1, None)
+    assert spec["largest_component_labels"] == [1, 3]
+    del cases["b"]["class_components"]  # a store from before the counts: unknown
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "spacing": [2.0] * 3,
+         "cases": cases}))
+    spec = spec_lib.make_inference_spec(_config(store=str(tmp_path)), DEFAULT_SCHEMA, 1, None)
+    assert spec["largest_component_labels"] is None
+    missing = spec_lib.make_inference_spec(_config(store=str(tmp_path / "nope")),
+                                           DEFAULT_SCHEMA, 1, None)
+    assert missing["largest_component_labels"] is None
 
 
 @pytest.fixture
