@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.patch_size = (128, 128, 128)
     data.batch_size = 2  # global batch (all devices, all processes)
     data.foreground_fraction = 1 / 3
+    data.position_channels = False  # 3 extra input channels: each voxel's place in the scan
     data.workers = 4
     data.worker_buffer = 2
     data.device_prefetch = 2

@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Every patch centred on a class (nnU-Net: a third): in a short run this is what lets the
     # small organs (gallbladder, esophagus, thyroid) appear at all.
     data.foreground_fraction = 1.0
+    # 32^3 patches (19 cm) cannot tell left from right or an arm from the abdomen: give the
+    # network each voxel's position in the scan as three more input channels.
+    data.position_channels = True
     data.workers = 0
     data.val_cases = 2
 
@@ -48,9 +51,12 @@ def get_config() -> ml_collections.ConfigDict:
     optim.weight_decay = 1e-4
 
     # A few minutes of training: no rotation/zoom (their resampling costs step time and slows
-    # early learning); the intensity, low-resolution and L/R-mirroring augmentations stay on.
+    # early learning), and no mirroring: inside a small patch it makes every left/right pair
+    # (and spleen versus liver) ambiguous (BUILD_NOTES.md, run J). The intensity and
+    # low-resolution augmentations stay on.
     config.augment.p_rotation = 0.0
     config.augment.p_scale = 0.0
+    config.augment.p_mirror = (0.0, 0.0, 0.0)
 
     config.evaluation.split = "test"
     # Small patches leave stray islands far from an organ (lung in the legs): keep the largest

@@ -26,8 +26,7 @@ from petseg_jax.data import store as store_lib
 from petseg_jax.data.normalization import normalize
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.evaluation import report
-from petseg_jax.inference import sliding_window
-from petseg_jax.inference.postprocess import largest_connected_component
+from petseg_jax.inference.segment import segment
 from petseg_jax.models.restore import TrainedModel, load_trained
 from petseg_jax.console import setup_logging
 
@@ -56,26 +55,18 @@ def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image
 class CasePredictor:
     """Sliding-window prediction of a store case with one compiled program for all cases."""
 
-    def __init__(self, trained: TrainedModel, mirror: bool, largest_component: bool,
-                 batch_size: int = 2):
+    def __init__(self, trained: TrainedModel, mirror: bool, largest_component: bool):
         self.trained = trained
         self.apply = jax.jit(trained.apply)
-        self.spec = trained.spec
         self.mirror = mirror
         self.largest_component = largest_component
-        self.batch_size = batch_size
 
     def __call__(self, image: np.ndarray, case: dict, case_id: str) -> np.ndarray:
-        x = normalize(image, case.get("suv_factor"), case["intensity"],
-                      self.spec["normalization"], case_id=case_id)
-        pred = np.asarray(sliding_window(
-            x[..., None], self.apply, self.spec["patch_size"], overlap=self.spec["overlap"],
-            batch_size=self.batch_size, mirror_axes=(0,) if self.mirror else (),
-            mirror_lut=self.trained.schema.mirror_lut(), output="labels",
-            params=self.trained.params))
-        if not self.largest_component:
-            return pred
-        return largest_connected_component(pred, self.spec.get("largest_component_labels"))
+        spec = self.trained.spec
+        x = normalize(image, case.get("suv_factor"), case["intensity"], spec["normalization"],
+                      case_id=case_id)
+        return segment(x, case["spacing"], self.apply, self.trained.params, spec,
+                       mirror=self.mirror, largest_component=self.largest_component)
 
 
 def run(workdir: str | Path, store: str | Path | None = None, split: str = "test",

@@ -30,6 +30,7 @@ from flax import nnx
 from jax import export as jax_export
 from jax import lax
 
+from petseg_jax.data import position
 from petseg_jax.models import build_model
 from petseg_jax.serving import META_FILE, MLIR_FILE, MODEL_FILE, read_meta
 from petseg_jax.training.step import ModelDef
@@ -53,7 +54,8 @@ def inference_apply(config: Any, num_classes: int, dtype: str = "float32"
     tree is the trained model's."""
     def model_apply(impl: str) -> Callable[[Any, jax.Array], jax.Array]:
         cfg = {**dict(config["model"]), "conv_impl": impl, "dtype": dtype}
-        model = nnx.eval_shape(lambda: build_model(cfg, 1, num_classes, nnx.Rngs(0)))
+        channels = position.input_channels(config["data"])
+        model = nnx.eval_shape(lambda: build_model(cfg, channels, num_classes, nnx.Rngs(0)))
         return ModelDef(model).apply_eval  # abstract: the structure only, no initialisation
 
     per_platform = {platform: model_apply(impl) for platform, impl in CONV_IMPLS.items()}

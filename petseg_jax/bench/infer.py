@@ -55,6 +55,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[tup
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(argv)
+    from petseg_jax.data import position
     from petseg_jax.data.schema import DEFAULT_SCHEMA
     from petseg_jax.inference.sliding_window import pad_widths, sliding_window, window_starts
     from petseg_jax.models import build_model
@@ -68,24 +69,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = load_average()
 
     k = DEFAULT_SCHEMA.num_classes
-    model_def = ModelDef.build(partial(build_model, config.model, 1, k))
+    channels = position.input_channels(config.data)
+    model_def = ModelDef.build(partial(build_model, config.model, channels, k))
     params = model_def.init_params(args.seed)
     predict = jax.jit(model_def.apply_eval)
-    volume = np.random.default_rng(args.seed).standard_normal((*args.shape, 1), np.float32)
+    volume = position.network_input(
+        np.random.default_rng(args.seed).standard_normal(args.shape, np.float32),
+        tuple(config.data.spacing) or (2.0, 2.0, 2.0), position.enabled(config.data))
     padded = [s + lo + hi for s, (lo, hi) in zip(args.shape, pad_widths(args.shape, patch))]
     n_windows = len(window_starts(padded, patch, (overlap,) * 3))
     out: dict[str, np.ndarray] = {}
 
     def run_jax():
-        out["jax"] = np.asarray(sliding_window(volume, predict, patch, overlap, batch_size=batch,
-                                               output="labels", params=params))
+        out["jax"] = np.asarray(sliding_window(
+            volume, predict, patch, overlap, batch_size=batch, output="labels", params=params,
+            position_channels=position.enabled(config.data)))
 
     t0 = time.perf_counter()
     run_jax()
     first_s = time.perf_counter() - t0
     fns = {"jax": run_jax}
     if torch_ref is not None:
-        net = torch_ref.load_jax_params(torch_ref.TorchUNet(config.model, 1, k),
+        net = torch_ref.load_jax_params(torch_ref.TorchUNet(config.model, channels, k),
                                         jax.device_get(params))
 
         def run_torch():

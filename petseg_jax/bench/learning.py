@@ -5,8 +5,9 @@
 
 The tool for tuning a config to a time budget (the demo's 15 minutes on 2 CPU cores). It trains
 from scratch like ``petseg_jax.train`` (same store preparation, splits, step and input pipeline;
-no checkpoints, no closing stages) and every ``--eval-every`` steps predicts whole cases by
-sliding window and prints one JSON line: step, training seconds so far (compile included,
+no checkpoints, no closing stages) and every ``--eval-every`` steps predicts whole cases as the
+training's validation does (sliding window, then the ``evaluation.largest_component``
+post-processing when the config asks for it) and prints one JSON line: step, training seconds so far (compile included,
 evaluations excluded), the step's loss, mean Dice and per-organ Dice. It stops at the first
 evaluation after ``--budget-s`` training seconds, or at ``total_steps`` (whose value still sets
 the learning-rate schedule). ``--cases test-fdg`` (default) is the demo's target set: the test

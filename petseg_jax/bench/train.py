@@ -163,6 +163,7 @@ def fit_batch_per_device(config, build: Callable, budget_gib: float, max_batch: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(argv)
+    from petseg_jax.data import position
     from petseg_jax.data.schema import DEFAULT_SCHEMA
     from petseg_jax.training import mesh as mesh_lib
     from petseg_jax.training.builder import build_training, memory_report
@@ -193,7 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     image = rng.standard_normal(shape + (1,), np.float32)
     label = rng.integers(0, DEFAULT_SCHEMA.num_classes, shape, np.uint8)
-    batch = jax.device_put({"image": image, "label": label}, training.batch_sharding)
+    batch = {"image": image, "label": label}
+    if "position" in training.batch_spec:  # every patch at the centre of a 2 mm volume
+        patch_box = (0, 0, 0), config.data.patch_size, (2.0, 2.0, 2.0)
+        batch["position"] = np.stack([position.patch_position(*patch_box)] * shape[0])
+        # the network input without augmentation: PET, then the patch's position channels
+        image = np.concatenate([image, np.stack([position.volume_position(*patch_box[1:])]
+                                                * shape[0])], axis=-1)
+    batch = jax.device_put(batch, training.batch_sharding)
     state = {"s": training.init_state(args.seed)}
 
     def jax_step():
@@ -204,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch_ref is not None:
         import torch
 
-        net = torch_ref.TorchUNet(config.model, 1, DEFAULT_SCHEMA.num_classes)
+        net = torch_ref.TorchUNet(config.model, image.shape[-1], DEFAULT_SCHEMA.num_classes)
         torch_ref.load_jax_params(net, jax.device_get(state["s"]["params"]))
         t_image = torch.from_numpy(image).permute(0, 4, 1, 2, 3).contiguous()
         t_label = torch.from_numpy(label.astype(np.int64))

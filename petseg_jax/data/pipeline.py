@@ -45,7 +45,7 @@ import tensorstore as ts
 from absl import flags
 from grain.multiprocessing import SharedMemoryArray
 
-from petseg_jax.data import sampling, store
+from petseg_jax.data import position, sampling, store
 from petseg_jax.data.dose import DoseConfig, augment_dose, estimate_count_scale
 from petseg_jax.data.jsonconfig import JsonConfig
 from petseg_jax.data.normalization import NormalizationConfig, normalize
@@ -71,6 +71,7 @@ class DataConfig(JsonConfig):
     normalization: NormalizationConfig = NormalizationConfig()
     dose_augmentation: DoseConfig = DoseConfig()
     foreground_fraction: float = 1.0 / 3.0
+    position_channels: bool = False
     read_threads: int = 1
     read_buffer: int = 2
     worker_buffer: int = 2
@@ -97,6 +98,7 @@ class CaseInfo:
 
     case_id: str
     shape: tuple[int, ...]
+    spacing: tuple[float, ...]
     suv_factor: float | None
     intensity: dict[str, float]
     stored_factor: float
@@ -108,7 +110,8 @@ class CaseInfo:
         meta = entry.get("metadata", {})
         locations = {c: locs.astype(np.int32)
                      for c, locs in sampling.class_locations(entry, case_id).items()}
-        return cls(case_id, tuple(int(s) for s in entry["shape"]), entry.get("suv_factor"),
+        return cls(case_id, tuple(int(s) for s in entry["shape"]),
+                   tuple(float(s) for s in entry["spacing"]), entry.get("suv_factor"),
                    dict(entry["intensity"]), float(meta.get("dose_reduction_factor", 1.0)),
                    meta.get("count_scale"), locations)
 
@@ -248,12 +251,15 @@ class PatchSource:
     def read(self, requests: Sequence[tuple[int, int, bool]]) -> dict[str, np.ndarray]:
         """Patches for ``(sample index, case position, foreground)`` requests, stacked.
 
-        Returns ``image`` (n, X, Y, Z, 1) float32 normalized and ``label`` (n, X, Y, Z) uint8.
-        All reads are issued before the first is awaited, so TensorStore overlaps them.
+        Returns ``image`` (n, X, Y, Z, 1) float32 normalized and ``label`` (n, X, Y, Z) uint8,
+        and with ``position_channels`` ``position`` (n, 2, 3) float32 (each patch's place in its
+        case, :func:`position.patch_position`). All reads are issued before the first is
+        awaited, so TensorStore overlaps them.
         """
         n = len(requests)
         images = _batch_array((n, *self.patch_size, 1), np.float32)  # normalize fills it all
         labels = _batch_array((n, *self.patch_size), np.uint8)
+        positions = np.empty((n, 2, 3), np.float32)
         pending = []
         for index, case_pos, foreground in requests:
             case = self.cases[case_pos]
@@ -261,6 +267,7 @@ class PatchSource:
             box = sampling.sample_box(rng, case.shape, self.patch_size, case.locations,
                                       foreground)
             src, dst = sampling.box_slices(box, case.shape)
+            positions[len(pending)] = position.patch_position(box.lower, case.shape, case.spacing)
             pending.append((case, rng, dst, self._image(case)[src].read(),
                             self._label(case)[src].read()))
         for k, (case, rng, dst, image_read, label_read) in enumerate(pending):
@@ -280,7 +287,8 @@ class PatchSource:
                                       case.stored_factor, inplace=True)
             normalize(raw, case.suv_factor, case.intensity, self.cfg.normalization,
                       case_id=case.case_id, out=images[k, ..., 0])
-        return {"image": images, "label": labels}
+        batch = {"image": images, "label": labels}
+        return batch | {"position": positions} if self.cfg.position_channels else batch
 
 
 class _LocalBatch:

@@ -3,9 +3,9 @@
 A :class:`Predictor` is ``predict_fn(params, x)`` (normalized ``(N, X, Y, Z, C)`` float32 ->
 logits ``(N, X, Y, Z, K)``), its ``params`` and its inference spec (:mod:`.spec`). A case goes:
 load and validate -> reorient to RAS -> resample (linear) to the spec's spacing -> normalize (SUV
-when a factor is known, else per case) -> sliding window (argmax inside the program) -> nearest-
-neighbour back onto the input grid -> optional largest component per organ -> integer NIfTI with
-the input's header, written atomically. Per-organ volume and SUV statistics are computed on the
+when a factor is known, else per case) -> :func:`.segment.segment` (sliding window with argmax
+inside the program, optional largest component per organ) -> nearest-neighbour back onto the
+input grid -> integer NIfTI with the input's header, written atomically. Per-organ volume and SUV statistics are computed on the
 input grid. A restored checkpoint and an exported model run the same code, so their label maps
 agree whenever their logits do.
 """
@@ -24,12 +24,9 @@ import numpy as np
 from petseg_jax import metrics
 from petseg_jax.data import nifti
 from petseg_jax.data.normalization import intensity_stats, normalize
-from petseg_jax.inference.postprocess import largest_connected_component
-from petseg_jax.inference.sliding_window import sliding_window
+from petseg_jax.inference.segment import segment
 from petseg_jax.inference.spec import check_spec, spec_schema
 
-# Test-time mirroring flips the left/right (RAS x) axis: the one the training augmentation flips.
-MIRROR_AXES = (0,)
 STATS_COLUMNS = ("case", "label", "organ", "volume_ml", "suv_mean", "suv_max", "suv_peak",
                  "units")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -118,15 +115,10 @@ class Predictor:
                                                  order=1)
         x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
                       case_id=name)
-        labels = sliding_window(
-            x[..., None], self.predict_fn, window_size(x.shape, spec["patch_size"],
-                                                       spec["total_stride"]),
-            overlap=spec["overlap"], mode="gaussian", batch_size=spec.get("batch_size", 2),
-            mirror_axes=MIRROR_AXES if mirror else spec["mirror_axes"],
-            mirror_lut=self.schema.mirror_lut(), output="labels", params=self.params)
-        labels = nifti.to_original_grid(np.asarray(labels), affine, img, order=0)
-        if largest_component:
-            labels = largest_connected_component(labels, spec.get("largest_component_labels"))
+        labels = segment(x, spec["spacing"], self.predict_fn, self.params, spec,
+                         window=window_size(x.shape, spec["patch_size"], spec["total_stride"]),
+                         mirror=mirror, largest_component=largest_component)
+        labels = nifti.to_original_grid(labels, affine, img, order=0)
         return labels.astype(self.label_dtype)
 
     def organ_stats(self, img: nib.Nifti1Image, labels: np.ndarray, suv_factor: float | None,

@@ -30,6 +30,11 @@ flipped back; when the subset flips axis 0 (R-L in RAS) the output channels are 
 left organ predicted on the mirrored image counts for the right one. ``mirror_lut=None`` means no
 left/right pairs.
 
+Position channels (``position_channels=True``, see :mod:`petseg_jax.data.position`): input
+channels 1-3 are the voxels' signed positions along X, Y, Z. A test-time flip of an axis also
+negates that axis's position (as the training augmentation does), and padding extends them with
+their edge values instead of ``pad_value``.
+
 Memory: the accumulator holds ``X' * Y' * Z' * K`` values of ``accum_dtype`` (X' etc. padded) plus a
 float32 count map of ``X' * Y' * Z'`` (``output="average"`` only). A whole-body 250 x 250 x 900
 volume with K = 24 needs 5.4 GB in float32; ``output="average"`` returns another array of that
@@ -117,6 +122,7 @@ class _Plan:
     output: str
     accum_dtype: str
     with_params: bool
+    position_channels: bool
 
 
 def _mirror_sets(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -135,7 +141,12 @@ def _compiled(predict_fn: Callable, plan: _Plan) -> Callable:
         total = None
         for axes in _mirror_sets(plan.mirror_axes):
             flip = tuple(a + 1 for a in axes)  # spatial axis -> batched array axis
-            y = call(params, jnp.flip(x, flip) if flip else x).astype(jnp.float32)
+            xf = jnp.flip(x, flip) if flip else x
+            if plan.position_channels and axes:  # the flipped axes' positions change sign
+                sign = np.ones(x.shape[-1], np.float32)
+                sign[[1 + a for a in axes]] = -1.0
+                xf = xf * sign
+            y = call(params, xf).astype(jnp.float32)
             y = jnp.flip(y, flip) if flip else y
             if 0 in axes and lut is not None:
                 y = jnp.take(y, lut, axis=-1)
@@ -146,6 +157,9 @@ def _compiled(predict_fn: Callable, plan: _Plan) -> Callable:
         vol = volume
         if any(lo or hi for lo, hi in plan.pads):
             vol = jnp.pad(volume, plan.pads + ((0, 0),), constant_values=plan.pad_value)
+            if plan.position_channels:
+                vol = vol.at[..., 1:].set(jnp.pad(volume[..., 1:], plan.pads + ((0, 0),),
+                                                  mode="edge"))
         channels = vol.shape[-1]
         window_shape = plan.patch + (channels,)
         out_spec = jax.eval_shape(lambda x: call(params, x),
@@ -198,6 +212,7 @@ def sliding_window(
     output: Output = "average",
     accum_dtype: str | np.dtype = "float32",
     params: Any = None,
+    position_channels: bool = False,
 ) -> jax.Array:
     """Importance-weighted sliding-window prediction of a channels-last ``(X, Y, Z, C)`` volume.
 
@@ -205,11 +220,15 @@ def sliding_window(
     ``(n, px, py, pz, C)`` to ``(n, px, py, pz, K)`` and must be traceable by JAX. Returns the
     weighted average ``(X, Y, Z, K)`` float32 (``output="average"``) or its argmax ``(X, Y, Z)``
     (``output="labels"``: uint8 when K <= 256, else int32). ``accum_dtype="bfloat16"`` halves the
-    accumulator (for accelerators: slow on CPU). See the module docstring for the exact MONAI
+    accumulator (for accelerators: slow on CPU). ``position_channels``: channels 1-3 are
+    position channels (module docstring). See the module docstring for the exact MONAI
     semantics and the memory needed.
     """
     if getattr(volume, "ndim", None) != 4:
         raise ValueError(f"volume must be channels-last (X, Y, Z, C), got shape {np.shape(volume)}")
+    if position_channels and volume.shape[-1] != 4:
+        raise ValueError(f"position_channels needs 4 input channels (PET + X, Y, Z), got "
+                         f"{volume.shape[-1]}")
     patch = _triple(patch_size, "patch_size", int)
     overlaps = _triple(overlap, "overlap", float)
     if min(patch) < 1:
@@ -240,7 +259,7 @@ def sliding_window(
     if 0 in axes and mirror_lut is not None:
         lut = jnp.asarray(np.asarray(mirror_lut, dtype=np.int32))
     plan = _Plan(patch, pads, float(pad_value), int(batch_size), axes, output,
-                 jnp.dtype(accum_dtype).name, params is not None)
+                 jnp.dtype(accum_dtype).name, params is not None, bool(position_channels))
     run = _compiled(predict_fn, plan)
     return run(jnp.asarray(volume), jnp.asarray(starts.reshape(n_batches, batch_size, 3)),
                jnp.asarray(weights.reshape(n_batches, batch_size)),

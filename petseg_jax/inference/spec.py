@@ -5,7 +5,8 @@ into ``meta.json``, so a served model resamples, normalizes and tiles exactly as
 
     {"format_version": 1, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
      "total_stride": [..], "normalization": {...}, "overlap": 0.5, "mirror_axes": [],
-     "batch_size": 2, "largest_component_labels": [..] | null, "in_channels": 1, "input_layout": "NXYZC", "output_layout": "NXYZK",
+     "batch_size": 2, "largest_component_labels": [..] | null, "in_channels": 1 | 4,
+     "position_channels": false | true, "input_layout": "NXYZC", "output_layout": "NXYZK",
      "input_dtype": "float32", "output_dtype": "float32", "jax_version": "...",
      "training": {"config": {...}, "step": N, "workdir": "..."}}
 
@@ -21,6 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from petseg_jax.data import position
 from petseg_jax.data.normalization import NormalizationConfig
 from petseg_jax.data.schema import LabelSchema
 
@@ -30,7 +32,6 @@ OUTPUT_LAYOUT = "NXYZK"
 REQUIRED_KEYS = ("format_version", "schema", "patch_size", "spacing", "total_stride",
                  "normalization", "overlap", "mirror_axes", "input_layout", "output_layout",
                  "input_dtype", "output_dtype")
-IN_CHANNELS = 1  # PET only: the trainer builds every model with one input channel
 
 
 class SpecError(ValueError):
@@ -94,7 +95,8 @@ def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
         "mirror_axes": [],
         "batch_size": int(evaluation.get("batch_size", 2)),
         "largest_component_labels": _single_component_labels(cfg),
-        "in_channels": IN_CHANNELS,
+        "in_channels": position.input_channels(data),
+        "position_channels": position.enabled(data),
         "input_layout": INPUT_LAYOUT,
         "output_layout": OUTPUT_LAYOUT,
         "input_dtype": "float32",
@@ -136,6 +138,10 @@ def check_spec(spec: Mapping[str, Any], source: str = "spec") -> dict[str, Any]:
         NormalizationConfig.from_json(spec["normalization"])
     except (KeyError, TypeError, ValueError) as err:
         raise SpecError(f"{source}: invalid schema or normalization ({err})") from None
+    channels = position.input_channels(spec)
+    if int(spec.get("in_channels", 1)) != channels:
+        raise SpecError(f"{source}: in_channels {spec.get('in_channels')} does not match "
+                        f"position_channels {position.enabled(spec)} ({channels} channels)")
     return dict(spec)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from petseg_jax.data import position
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.models import build_model
 from petseg_jax.training.checkpointing import Checkpointer, abstract_with_shardings
@@ -44,7 +45,8 @@ def load_trained(workdir: str | Path, step: int | None = None) -> TrainedModel:
     meta = ckpt.restore_meta(step)
     config = ml_collections.ConfigDict(meta["config"])
     schema = LabelSchema.from_json(meta["schema"])
-    model_def = ModelDef.build(partial(build_model, config.model, 1, schema.num_classes))
+    model_def = ModelDef.build(partial(build_model, config.model,
+                                       position.input_channels(config.data), schema.num_classes))
     tx = make_optimizer(config.optim, config.total_steps)
     abstract = jax.eval_shape(lambda: init_state(model_def, tx, config.seed))
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -23,7 +23,9 @@ an op with probability 0 is not traced at all, so all-zero probabilities give th
   (``LabelSchema.mirror_lut()``); Y and Z flips are off by default (anatomy is not symmetric).
 
 Order as in nnU-Net: spatial, noise, blur, brightness, contrast, low resolution, gamma
-(inverted), gamma, mirroring.
+(inverted), gamma, mirroring. Position channels (``data.position_channels``) are not an image
+channel here: they are built from each patch's position after the spatial transform, see
+:func:`augment_batch`, and only the mirroring changes them.
 """
 
 from __future__ import annotations
@@ -93,14 +95,19 @@ def _rotation(angles: jax.Array) -> jax.Array:
     return rz @ ry @ rx
 
 
-def _resample(image: jax.Array, label: jax.Array, matrix: jax.Array):
-    """Image (trilinear) and label (nearest) at ``matrix @ (c - centre) + centre``."""
-    shape = image.shape
+def _source_points(shape: tuple[int, ...], matrix: jax.Array) -> jax.Array:
+    """``(3, X, Y, Z)``: where each output voxel ``c`` samples, ``matrix @ (c - centre) + centre``
+    (exactly the voxel grid for the identity matrix)."""
     centre = (jnp.asarray(shape, jnp.float32) - 1) / 2
     grid = jnp.stack(jnp.meshgrid(*[jnp.arange(n, dtype=jnp.float32) for n in shape],
                                   indexing="ij"))
     coords = jnp.einsum("ij,j...->i...", matrix, grid - centre[:, None, None, None])
-    coords = coords + centre[:, None, None, None]
+    return coords + centre[:, None, None, None]
+
+
+def _resample(image: jax.Array, label: jax.Array, matrix: jax.Array):
+    """Image (trilinear) and label (nearest) at ``matrix @ (c - centre) + centre``."""
+    coords = _source_points(image.shape, matrix)
     low = jnp.min(image)  # fill outside the patch with the sample's background level
     image = map_coordinates(image - low, list(coords), order=1, mode="constant", cval=0.0) + low
     label = map_coordinates(label, list(coords), order=0, mode="constant", cval=0)
@@ -167,12 +174,16 @@ def _draw_gamma(key: jax.Array, bounds) -> jax.Array:
 
 
 def augment_batch(key: jax.Array, image: jax.Array, label: jax.Array,
-                  cfg: Mapping[str, Any] | None, mirror_lut: jax.Array | np.ndarray
-                  ) -> tuple[jax.Array, jax.Array]:
+                  cfg: Mapping[str, Any] | None, mirror_lut: jax.Array | np.ndarray,
+                  position: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Augment ``image`` ``(N, X, Y, Z, 1)`` and ``label`` ``(N, X, Y, Z)`` per sample.
 
     ``cfg`` is static (keys in the module docstring); ``mirror_lut`` maps a label to its
-    mirror-image label (``schema.mirror_lut()``). Same key, same result.
+    mirror-image label (``schema.mirror_lut()``). With ``position`` ``(N, 2, 3)`` (each patch's
+    first-voxel position and per-voxel step, :func:`petseg_jax.data.position.patch_position`)
+    the returned image has three position channels after the PET one, ``(N, X, Y, Z, 4)``:
+    they follow the content through rotation and zoom, and a flip negates the flipped axis's
+    position. Same key, same result.
     """
     cfg = augment_config(cfg)
     if image.ndim != 5 or image.shape[-1] != 1 or image.shape[:4] != label.shape:
@@ -198,6 +209,7 @@ def augment_batch(key: jax.Array, image: jax.Array, label: jax.Array,
 
     x, y = image[..., 0].astype(jnp.float32), label
     p_rot, p_scale = float(cfg["p_rotation"]), float(cfg["p_scale"])
+    matrix = jnp.broadcast_to(jnp.eye(3, dtype=jnp.float32), (n, 3, 3))
     if p_rot > 0 or p_scale > 0:
         do_rot, do_scale = draw(0, p_rot), draw(1, p_scale)
         limit = float(np.deg2rad(float(cfg["rotation_deg"])))
@@ -206,6 +218,13 @@ def augment_batch(key: jax.Array, image: jax.Array, label: jax.Array,
         matrix = jax.vmap(lambda a, z: _rotation(a) / z)(
             jnp.where(do_rot[:, None], angles, 0.0), jnp.where(do_scale, zoom, 1.0))
         x, y = _where_drawn(do_rot | do_scale, _resample, (x, y, matrix), (x, y))
+    pos = None
+    if position is not None:
+        if position.shape != (n, 2, 3):
+            raise ValueError(f"position must be (N, 2, 3), got {position.shape}")
+        points = jax.vmap(lambda m: _source_points(x.shape[1:], m))(matrix)  # (N, 3, X, Y, Z)
+        origin, step = (position[:, i, :, None, None, None] for i in (0, 1))
+        pos = jnp.moveaxis(origin + step * points, 1, -1)  # (N, X, Y, Z, 3)
     for j, (name, fn) in enumerate(intensity):
         p = float(cfg[name])
         if p > 0:
@@ -214,9 +233,14 @@ def augment_batch(key: jax.Array, image: jax.Array, label: jax.Array,
     lut = jnp.asarray(mirror_lut)
     for axis, p in enumerate(cfg["p_mirror"]):
         if p > 0:
-            def flip(img, lbl, axis=axis):
+            def flip(img, lbl, pos, axis=axis):
                 lbl = jnp.flip(lbl, axis)
-                return jnp.flip(img, axis), (lut[lbl].astype(lbl.dtype) if axis == 0 else lbl)
+                lbl = lut[lbl].astype(lbl.dtype) if axis == 0 else lbl
+                if pos is not None:  # the patch as cut from the mirrored scan
+                    negate = np.where(np.arange(3) == axis, -1, 1).astype(np.float32)
+                    pos = jnp.flip(pos, axis) * negate
+                return jnp.flip(img, axis), lbl, pos
 
-            x, y = _where_drawn(draw(4 + axis, p), flip, (x, y), (x, y))
-    return x[..., None].astype(image.dtype), y
+            x, y, pos = _where_drawn(draw(4 + axis, p), flip, (x, y, pos), (x, y, pos))
+    out = x[..., None] if pos is None else jnp.concatenate([x[..., None], pos], axis=-1)
+    return out.astype(image.dtype), y

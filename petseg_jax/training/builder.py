@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from petseg_jax.data import position
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.models import build_model, total_stride
 from petseg_jax.training import mesh as mesh_lib
@@ -67,7 +68,8 @@ def check_sizes(config, n_data_devices: int, n_processes: int) -> None:
 def build_training(config, schema: LabelSchema, mesh: Mesh) -> Training:
     """The run's static parts; the model exists only as shapes until ``init_state``."""
     check_sizes(config, mesh.shape[mesh_lib.DATA], jax.process_count())
-    model_def = ModelDef.build(partial(build_model, config.model, 1, schema.num_classes))
+    model_def = ModelDef.build(partial(build_model, config.model,
+                                       position.input_channels(config.data), schema.num_classes))
     tx = make_optimizer(config.optim, config.total_steps)
     abstract_state = jax.eval_shape(lambda: init_state(model_def, tx, config.seed))
     state_sharding = mesh_lib.state_shardings(abstract_state, mesh, config.mesh.fsdp)
@@ -77,6 +79,9 @@ def build_training(config, schema: LabelSchema, mesh: Mesh) -> Training:
         "image": jax.ShapeDtypeStruct(shape + (1,), jnp.float32, sharding=batch_sharding),
         "label": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=batch_sharding),
     }
+    if position.enabled(config.data):
+        batch_spec["position"] = jax.ShapeDtypeStruct((shape[0], 2, 3), jnp.float32,
+                                                      sharding=batch_sharding)
     step_fn = make_train_step(model_def, tx, config, schema.mirror_lut())
     train_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
                          out_shardings=(state_sharding, mesh_lib.replicated(mesh)),

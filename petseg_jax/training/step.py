@@ -89,7 +89,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         image, label = augment_lib.augment_batch(key, batch["image"], batch["label"],
-                                                 aug_cfg, lut)
+                                                 aug_cfg, lut, batch.get("position"))
 
         def loss_fn(params):
             outputs = model_def.apply_train(params, image)

@@ -1,4 +1,4 @@
-"""Validation during training: sliding-window prediction of whole validation cases, Dice."""
+"""Validation during training: whole validation cases predicted as the evaluation will, Dice."""
 
 from __future__ import annotations
 
@@ -11,18 +11,21 @@ import numpy as np
 from petseg_jax import metrics
 from petseg_jax.data.pipeline import make_val_cases
 from petseg_jax.data.schema import LabelSchema
-from petseg_jax.inference import sliding_window
+from petseg_jax.inference.segment import segment
+from petseg_jax.inference.spec import make_inference_spec
 from petseg_jax.training.step import ModelDef
 
 
 class Validator:
-    """Mean and per-organ Dice of the current parameters on a fixed set of validation cases."""
+    """Mean and per-organ Dice of the current parameters on a fixed set of validation cases,
+    predicted like ``evaluate`` does (same spec, sliding window and ``evaluation``
+    post-processing), so that the best checkpoint is chosen by what will be reported."""
 
     def __init__(self, store: Path, case_ids: Sequence[str], schema: LabelSchema, config):
         self.store, self.case_ids, self.schema = store, list(case_ids), schema
         self.data_cfg = config.data
-        self.eval_cfg = config.evaluation
-        self.patch = tuple(config.data.patch_size)
+        self.largest_component = bool(config.evaluation.largest_component)
+        self.spec = make_inference_spec(config, schema, None, None) if self.case_ids else None
         self._predict = None
 
     def run(self, model_def: ModelDef, params) -> dict | None:
@@ -35,9 +38,8 @@ class Validator:
         per_organ: dict[str, list[float]] = {n: [] for n in self.schema.names}
         case_means = []
         for case in make_val_cases(self.store, self.case_ids, self.data_cfg):
-            pred = np.asarray(sliding_window(
-                case["image"], self._predict, self.patch, overlap=self.eval_cfg.overlap,
-                batch_size=self.eval_cfg.batch_size, output="labels", params=params))
+            pred = segment(case["image"], case["meta"]["spacing"], self._predict, params,
+                           self.spec, largest_component=self.largest_component)
             dices = [metrics.dice(pred, case["label"], i) for i in self.schema.foreground_ids]
             for name, d in zip(self.schema.names, dices):
                 if not np.isnan(d):

@@ -55,6 +55,23 @@ def test_patches_larger_than_the_volume_are_padded(tiny_store):
         assert b["label"][:, 4:-4, 4:-4, 4:-4].any()
 
 
+def test_position_channels_add_each_patch_place_and_change_nothing_else(tiny_store):
+    plain, _ = _batches(tiny_store, 2)
+    placed, _ = _batches(tiny_store, 2, data_cfg=DOSE_ON | {"position_channels": True})
+    spacing = store.read_manifest(tiny_store)["spacing"]
+    for a, b in zip(plain, placed):
+        assert "position" not in a and b["position"].shape == (2, 2, 3)
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+        np.testing.assert_allclose(b["position"][:, 1], np.array([spacing] * 2) / 1000, rtol=1e-6)
+    # a patch larger than the volume is centred on it: its middle voxel sits at position 0
+    big = (48, 40, 56)
+    centred, _ = _batches(tiny_store, 1, patch_size=big,
+                          data_cfg={"position_channels": True})
+    origin, step = centred[0]["position"][:, 0], centred[0]["position"][:, 1]
+    np.testing.assert_allclose(origin + step * (np.array(big) - 1) / 2, 0.0, atol=1e-6)
+
+
 def test_dose_augmentation_changes_images_not_labels(tiny_store):
     plain, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 0.0}})
     noisy, _ = _batches(tiny_store, 3, data_cfg={"dose_augmentation": {"prob": 1.0,

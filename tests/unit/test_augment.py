@@ -1,4 +1,5 @@
-"""Augmentation invariants: identity at p=0, left/right-aware mirroring, image/label alignment."""
+"""Augmentation invariants: identity at p=0, left/right-aware mirroring, image/label alignment,
+position channels that follow the content."""
 
 from functools import partial
 
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from petseg_jax.data import position
 from petseg_jax.data.schema import DEFAULT_SCHEMA
 from petseg_jax.training.augment import AUGMENT_DEFAULTS, augment_batch, augment_config
 
@@ -15,10 +17,10 @@ OFF = {k: 0.0 for k in AUGMENT_DEFAULTS if k.startswith("p_")} | {"p_mirror": (0
 LUT = DEFAULT_SCHEMA.mirror_lut()
 
 
-def _run(cfg, image, label, seeds=(0,)):
+def _run(cfg, image, label, seeds=(0,), positions=None):
     """Outputs for each seed (one compilation)."""
     fn = jax.jit(partial(augment_batch, cfg=cfg, mirror_lut=LUT))
-    outs = [fn(jax.random.key(s), image, label) for s in seeds]
+    outs = [fn(jax.random.key(s), image, label, position=positions) for s in seeds]
     return outs if len(seeds) > 1 else outs[0]
 
 
@@ -85,3 +87,50 @@ def test_bad_config_is_reported(cube):
         augment_config({"p_noise": 1.5})
     with pytest.raises(ValueError, match=r"\(N,X,Y,Z,1\)"):
         augment_batch(jax.random.key(0), cube[0][..., 0], cube[1], OFF, LUT)
+
+
+# A 2-sample batch of S^3 patches cut at LOWER from a VOLUME-shaped scan at SPACING mm.
+VOLUME, SPACING, LOWER = (40, 30, 50), (6.0, 6.0, 6.0), ((3, 2, 10), (20, 9, 30))
+
+
+def _positions():
+    return jnp.stack([jnp.asarray(position.patch_position(lo, VOLUME, SPACING)) for lo in LOWER])
+
+
+def _cut(volume, lower):
+    return volume[tuple(slice(lo, lo + S) for lo in lower)]
+
+
+def test_position_channels_are_the_patch_place_in_the_scan(cube):
+    image, label = _run(OFF, *cube, positions=_positions())
+    assert image.shape == (2, S, S, S, 4)
+    np.testing.assert_array_equal(image[..., 0], cube[0][..., 0])  # PET untouched
+    full = position.volume_position(VOLUME, SPACING)
+    for k, lower in enumerate(LOWER):
+        np.testing.assert_allclose(image[k, ..., 1:], _cut(full, lower), atol=1e-6)
+
+
+def test_mirrored_patch_reads_as_cut_from_the_mirrored_scan(cube):
+    """An X flip negates X positions: the patch is the one at the mirrored place of the
+    mirrored scan, where the paired labels are swapped too."""
+    image, _ = _run({**OFF, "p_mirror": (1.0, 0.0, 0.0)}, *cube, positions=_positions())
+    full = position.volume_position(VOLUME, SPACING)
+    for k, (x, y, z) in enumerate(LOWER):
+        mirrored = (VOLUME[0] - x - S, y, z)
+        np.testing.assert_allclose(image[k, ..., 1:], _cut(full, mirrored), atol=1e-6)
+    np.testing.assert_array_equal(image[..., 0], cube[0][:, ::-1, ..., 0])
+
+
+def test_positions_follow_the_content_through_rotation_and_zoom():
+    """PET = the X position itself: after rotation and zoom (trilinear, exact for a linear
+    ramp) the PET channel still equals the X position channel away from the patch border."""
+    pos = _positions()
+    ramp = position.volume_position(VOLUME, SPACING)[..., :1]
+    image = jnp.stack([jnp.asarray(_cut(ramp, lo)) for lo in LOWER])
+    label = jnp.zeros(image.shape[:4], jnp.uint8)
+    cfg = {**OFF, "p_rotation": 1.0, "p_scale": 1.0, "rotation_deg": 30.0,
+           "scale_range": (1.1, 1.3)}  # zoom in: every output voxel samples inside the patch
+    out, _ = _run(cfg, image, label, positions=pos)
+    assert not np.allclose(out[..., 1], image[..., 0], atol=1e-3)  # the transform did act
+    inner = (slice(None), *(slice(4, S - 4),) * 3)  # samples inside the patch for any draw
+    np.testing.assert_allclose(out[inner][..., 0], out[inner][..., 1], atol=1e-5)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from petseg_jax.data import position
 from petseg_jax.inference import sliding_window
 from petseg_jax.inference.sliding_window import window_starts
 
@@ -115,6 +116,23 @@ def test_mirroring_axis0_swaps_paired_channels():
     out = np.asarray(sliding_window(vol, _pointwise, PATCH, mirror_axes=(0,), mirror_lut=LUT))
     plain = np.asarray(_pointwise(jnp.asarray(vol[None])))[0]
     np.testing.assert_allclose(out, (plain + plain[..., LUT]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def _x_position(x):
+    return x[..., 1:2]
+
+
+def test_position_channels_negate_on_test_time_flips_and_edge_pad():
+    """A flip of axis 0 negates the X position, as in training: a predictor that outputs the X
+    position averages to 0 over the two passes. Padding extends positions with edge values."""
+    vol = position.network_input(np.zeros((6, 5, 4), np.float32), (2.0, 2.0, 2.0), True)
+    plain = np.asarray(sliding_window(vol, _x_position, PATCH, position_channels=True))
+    np.testing.assert_allclose(plain[..., 0], vol[..., 1], atol=1e-6)  # padded, cropped back
+    mirrored = np.asarray(sliding_window(vol, _x_position, PATCH, mirror_axes=(0,),
+                                         position_channels=True))
+    np.testing.assert_allclose(mirrored, 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="4 input channels"):
+        sliding_window(vol[..., :2], _x_position, PATCH, position_channels=True)
 
 
 def _pointwise(x):

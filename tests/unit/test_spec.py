@@ -32,6 +32,10 @@ def test_spec_from_config_is_json_and_valid():
     assert spec_lib.spec_schema(spec) == schema
     assert spec["normalization"]["mode"] == "suv" and "case_reference" in spec["normalization"]
     assert spec["training"]["step"] == 7 and spec["training"]["config"]["model"]["n_stages"] == 3
+    assert spec["in_channels"] == 1 and spec["position_channels"] is False
+    with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema, 7, None)
+    assert with_position["in_channels"] == 4 and with_position["position_channels"] is True
+    assert spec_lib.check_spec(with_position) == with_position
 
 
 def test_empty_spacing_comes_from_the_store(tmp_path):
@@ -81,6 +85,8 @@ def valid_spec():
     ({"spacing": [2.0, 0.0, 2.0]}, "positive"),
     ({"input_layout": "NCXYZ"}, "layouts"),
     ({"normalization": {"mode": "hu"}}, "normalization"),
+    ({"in_channels": 4}, "in_channels 4 does not match"),
+    ({"position_channels": True}, "does not match"),
 ])
 def test_check_spec_refuses(valid_spec, change, message):
     with pytest.raises(spec_lib.SpecError, match=message):

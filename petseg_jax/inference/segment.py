@@ -1,0 +1,46 @@
+"""A normalized volume in, its organ label map out: what every predictor shares.
+
+Evaluation, validation during training, NIfTI prediction and the served model all go through
+:func:`segment`: the network input (PET plus position channels when the model has them), the
+jitted sliding window with argmax inside the program, optional left/right-aware test-time
+mirroring, and optional largest-component post-processing of the organs the spec lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from petseg_jax.data import position
+from petseg_jax.inference.postprocess import largest_connected_component
+from petseg_jax.inference.sliding_window import sliding_window
+from petseg_jax.inference.spec import spec_schema
+
+# Test-time mirroring flips the left/right (RAS x) axis: the one the training augmentation flips.
+MIRROR_AXES = (0,)
+
+
+def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, params: Any,
+            spec: Mapping[str, Any], *, window: Sequence[int] | None = None,
+            mirror: bool = False, largest_component: bool = False) -> np.ndarray:
+    """Label map ``(X, Y, Z)`` of a normalized PET volume ``x`` ``(X, Y, Z)`` at ``spacing`` mm.
+
+    ``predict_fn(params, x)`` gives logits for ``(n, *window, C)`` inputs (``window`` defaults
+    to the spec's patch size) and must be the same object across calls, so that the compiled
+    program is reused. ``mirror`` adds test-time mirroring of the R-L axis (on top of the
+    spec's ``mirror_axes``); ``largest_component`` keeps the largest component of the spec's
+    ``largest_component_labels`` (of every organ when the spec does not know them).
+    """
+    with_position = position.enabled(spec)
+    axes = set(spec["mirror_axes"]) | (set(MIRROR_AXES) if mirror else set())
+    labels = np.asarray(sliding_window(
+        position.network_input(x, spacing, with_position), predict_fn,
+        tuple(window or spec["patch_size"]), overlap=spec["overlap"], mode="gaussian",
+        batch_size=spec.get("batch_size", 2), mirror_axes=tuple(sorted(axes)),
+        mirror_lut=spec_schema(spec).mirror_lut(), output="labels", params=params,
+        position_channels=with_position))
+    if largest_component:
+        labels = largest_connected_component(labels, spec.get("largest_component_labels"))
+    return labels
