@@ -85,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     ev.overlap = 0.5
     ev.mirror = False
     ev.largest_component = False
+    ev.nonzero_mask = True  # no organ where the scan has no signal (nnU-Net's nonzero mask)
     ev.batch_size = 2
     ev.mip_cases = 4
 

@@ -40,6 +40,19 @@ def largest_connected_component(labels: np.ndarray, label_ids: Iterable[int] | N
     return out
 
 
+def signal_region(image: np.ndarray) -> np.ndarray:
+    """Boolean mask of the scan's region with signal: voxels > 0, enclosed holes filled.
+
+    nnU-Net's nonzero mask, for PET: air that the reconstruction clipped to zero holds no
+    activity, so no organ; cold organs inside the body (lungs, airways) are enclosed and
+    filled. On a scan without exact zeros it is the whole volume (no effect).
+    """
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must be a 3-D volume, got shape {image.shape}")
+    return ndimage.binary_fill_holes(image > 0)
+
+
 def single_component_ids(counts: Iterable[Mapping[str, int] | None]) -> list[int] | None:
     """The ids that are ONE connected component in every case where they occur (the organs
     largest-component post-processing cannot hurt on these cases), from per-case

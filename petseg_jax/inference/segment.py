@@ -3,7 +3,8 @@
 Evaluation, validation during training, NIfTI prediction and the served model all go through
 :func:`segment`: the network input (PET plus position channels when the model has them), the
 jitted sliding window with argmax inside the program, optional left/right-aware test-time
-mirroring, and optional largest-component post-processing of the organs the spec lists.
+mirroring, background outside the scan's signal region (the spec's ``nonzero_mask``) and
+optional largest-component post-processing of the organs the spec lists.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from petseg_jax.data import position
-from petseg_jax.inference.postprocess import largest_connected_component
+from petseg_jax.inference.postprocess import largest_connected_component, signal_region
 from petseg_jax.inference.sliding_window import sliding_window
 from petseg_jax.inference.spec import spec_schema
 
@@ -31,16 +32,21 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
     to the spec's patch size) and must be the same object across calls, so that the compiled
     program is reused. ``mirror`` adds test-time mirroring of the R-L axis (on top of the
     spec's ``mirror_axes``); ``largest_component`` keeps the largest component of the spec's
-    ``largest_component_labels`` (of every organ when the spec does not know them).
+    ``largest_component_labels`` (of every organ when the spec does not know them). With
+    the spec's ``nonzero_mask`` voxels outside the scan's signal region
+    (:func:`~petseg_jax.inference.postprocess.signal_region` of ``x``: normalization keeps
+    "no activity" at 0) are background, before the largest components are chosen.
     """
     with_position = position.enabled(spec)
     axes = set(spec["mirror_axes"]) | (set(MIRROR_AXES) if mirror else set())
-    labels = np.asarray(sliding_window(
+    labels = np.array(sliding_window(
         position.network_input(x, spacing, with_position), predict_fn,
         tuple(window or spec["patch_size"]), overlap=spec["overlap"], mode="gaussian",
         batch_size=spec.get("batch_size", 2), mirror_axes=tuple(sorted(axes)),
         mirror_lut=spec_schema(spec).mirror_lut(), output="labels", params=params,
         position_channels=with_position))
+    if spec.get("nonzero_mask", False):
+        labels[~signal_region(x[..., 0] if x.ndim == 4 else x)] = 0
     if largest_component:
         labels = largest_connected_component(labels, spec.get("largest_component_labels"))
     return labels

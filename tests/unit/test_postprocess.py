@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from petseg_jax.inference.postprocess import largest_connected_component, single_component_ids
+from petseg_jax.inference.postprocess import (largest_connected_component, signal_region,
+                                              single_component_ids)
 
 
 def _labels(dtype):
@@ -45,3 +46,19 @@ def test_single_component_ids():
     assert single_component_ids([{"1": 1, "2": 2}, {"1": 1, "4": 1}]) == [1, 4]
     assert single_component_ids([{"1": 1}, None]) is None
     assert single_component_ids([]) == []
+
+
+def test_signal_region_fills_enclosed_cold_voxels_only():
+    image = np.zeros((12, 12, 12), np.float32)
+    image[2:10, 2:10, 2:10] = 1.0  # the body
+    image[4:6, 4:6, 4:6] = 0.0  # an enclosed cold cavity (a lung at ultra-low dose)
+    image[2:4, 8, 8] = 0.0  # a notch open to the air
+    image[0, 0, 0] = -0.5  # negative values carry no activity either
+    region = signal_region(image)
+    assert region[4:6, 4:6, 4:6].all()  # enclosed: filled
+    assert not region[2:4, 8, 8].any()  # open to the outside: not signal
+    assert not region[0, 0, 0] and not region[11].any()
+    assert region.sum() == 8 ** 3 - 2
+    assert signal_region(np.ones((4, 4, 4))).all()  # no exact zeros: the whole volume
+    with pytest.raises(ValueError, match="3-D"):
+        signal_region(np.ones((4, 4)))

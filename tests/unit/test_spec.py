@@ -33,6 +33,7 @@ def test_spec_from_config_is_json_and_valid():
     assert spec["normalization"]["mode"] == "suv" and "case_reference" in spec["normalization"]
     assert spec["training"]["step"] == 7 and spec["training"]["config"]["model"]["n_stages"] == 3
     assert spec["in_channels"] == 1 and spec["position_channels"] is False
+    assert spec["nonzero_mask"] is True  # the default config's evaluation.nonzero_mask
     with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema, 7, None)
     assert with_position["in_channels"] == 4 and with_position["position_channels"] is True
     assert spec_lib.check_spec(with_position) == with_position

@@ -1,0 +1,51 @@
+"""segment(): the network input, the sliding window and the post-processing every predictor shares."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from petseg_jax.data.schema import DEFAULT_SCHEMA
+from petseg_jax.inference.segment import segment
+
+LIVER = DEFAULT_SCHEMA.id_of("liver")
+
+
+def _spec(**extra):
+    return {"schema": DEFAULT_SCHEMA.to_json(), "patch_size": [8, 8, 8], "overlap": 0.5,
+            "mirror_axes": [], "batch_size": 2, "largest_component_labels": None,
+            "position_channels": False, "nonzero_mask": False} | extra
+
+
+def _liver_everywhere(params, x):
+    """Logits that pick the liver in every voxel of every window."""
+    logits = jnp.zeros(x.shape[:4] + (DEFAULT_SCHEMA.num_classes,), jnp.float32)
+    return logits.at[..., LIVER].set(1.0 + 0.0 * x[..., :1].sum())
+
+
+def _scan():
+    x = np.zeros((16, 12, 10), np.float32)
+    x[3:13, 2:10, 1:9] = 1.0  # the body; air (no activity) around it
+    x[14:16, 0:2, 0:2] = 2.0  # a separate hot speck in the air corner
+    return x
+
+
+def test_labels_outside_the_signal_region_are_background_with_nonzero_mask():
+    x = _scan()
+    plain = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec())
+    assert (plain == LIVER).all()
+    masked = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(nonzero_mask=True))
+    np.testing.assert_array_equal(masked == LIVER, x > 0)
+    both = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(nonzero_mask=True),
+                   largest_component=True)  # the mask comes first: the body, not the air, wins
+    np.testing.assert_array_equal(both == LIVER, np.pad(np.ones((10, 8, 8), bool),
+                                                        ((3, 3), (2, 2), (1, 1))))
+
+
+def test_position_channels_reach_the_predictor():
+    seen = {}
+
+    def record(params, x):
+        seen["channels"] = x.shape[-1]
+        return _liver_everywhere(params, x)
+
+    segment(_scan(), (2.0, 2.0, 2.0), record, {}, _spec(position_channels=True))
+    assert seen["channels"] == 4
