@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
     ev.mirror = False
     ev.largest_component = False
     ev.nonzero_mask = True  # no organ where the scan has no signal (nnU-Net's nonzero mask)
+    # >0: no organ farther than this (mm) from where it lay in the training cases (positions
+    # from the scan centre; for fields of view centred on the body, like the position channels)
+    ev.position_prior_mm = 0.0
     ev.batch_size = 2
     ev.mip_cases = 4
 

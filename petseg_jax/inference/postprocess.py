@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from petseg_jax.data import position
+
 # 26-connectivity: voxels touching by a face, an edge or a corner belong to one component.
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+_INDEX_TOLERANCE = 1e-3  # voxels: float32 positions and rounded ranges land within this
 
 
 def largest_connected_component(labels: np.ndarray, label_ids: Iterable[int] | None = None) -> np.ndarray:
@@ -51,6 +54,45 @@ def signal_region(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3:
         raise ValueError(f"image must be a 3-D volume, got shape {image.shape}")
     return ndimage.binary_fill_holes(image > 0)
+
+
+def position_ranges(cases: Iterable[Mapping], margin_mm: float) -> dict[int, list[list[float]]]:
+    """Per organ id, ``[low, high]`` of its voxels' positions (metres from the scan centre,
+    :mod:`petseg_jax.data.position`) over ``cases`` (manifest entries with ``shape``,
+    ``spacing`` and the ingest's sampled ``class_locations``), widened by ``margin_mm``."""
+    lows: dict[int, np.ndarray] = {}
+    highs: dict[int, np.ndarray] = {}
+    margin = margin_mm / position.POSITION_SCALE_MM
+    for case in cases:
+        origin, step = position.patch_position((0, 0, 0), case["shape"], case["spacing"])
+        for key, locs in case.get("class_locations", {}).items():
+            locs = np.asarray(locs, np.float64).reshape(-1, 3)
+            if locs.size == 0:
+                continue
+            pos = origin + step * locs
+            k = int(key)
+            lows[k] = np.minimum(lows.get(k, np.inf), pos.min(0))
+            highs[k] = np.maximum(highs.get(k, -np.inf), pos.max(0))
+    return {k: [(lows[k] - margin).round(4).tolist(), (highs[k] + margin).round(4).tolist()]
+            for k in sorted(lows)}
+
+
+def outside_position_ranges(labels: np.ndarray, spacing: Sequence[float],
+                            ranges: Mapping[int | str, Sequence[Sequence[float]]]) -> np.ndarray:
+    """``labels`` with each organ's voxels outside its position range (:func:`position_ranges`)
+    set to background; organs without a range are left alone. Returns a new array."""
+    labels = np.asarray(labels)
+    out = labels.copy()
+    origin, step = position.patch_position((0, 0, 0), labels.shape, spacing)
+    for key, (low, high) in ranges.items():
+        # voxel indices inside [low, high]; a bound on a voxel centre keeps that voxel
+        first = np.ceil((np.asarray(low) - origin) / step - _INDEX_TOLERANCE).astype(int)
+        last = np.floor((np.asarray(high) - origin) / step + _INDEX_TOLERANCE).astype(int)
+        inside = np.zeros(labels.shape, bool)
+        box = tuple(slice(max(a, 0), max(b + 1, 0)) for a, b in zip(first, last))
+        inside[box] = True
+        out[(labels == int(key)) & ~inside] = 0
+    return out
 
 
 def single_component_ids(counts: Iterable[Mapping[str, int] | None]) -> list[int] | None:

@@ -4,7 +4,8 @@ Evaluation, validation during training, NIfTI prediction and the served model al
 :func:`segment`: the network input (PET plus position channels when the model has them), the
 jitted sliding window with argmax inside the program, optional left/right-aware test-time
 mirroring, background outside the scan's signal region (the spec's ``nonzero_mask``) and
-optional largest-component post-processing of the organs the spec lists.
+outside each organ's training position range (``position_ranges``), and optional
+largest-component post-processing of the organs the spec lists.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from petseg_jax.data import position
-from petseg_jax.inference.postprocess import largest_connected_component, signal_region
+from petseg_jax.inference.postprocess import (largest_connected_component,
+                                              outside_position_ranges, signal_region)
 from petseg_jax.inference.sliding_window import sliding_window
 from petseg_jax.inference.spec import spec_schema
 
@@ -35,7 +37,9 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
     ``largest_component_labels`` (of every organ when the spec does not know them). With
     the spec's ``nonzero_mask`` voxels outside the scan's signal region
     (:func:`~petseg_jax.inference.postprocess.signal_region` of ``x``: normalization keeps
-    "no activity" at 0) are background, before the largest components are chosen.
+    "no activity" at 0) are background, and so are an organ's voxels outside its spec
+    ``position_ranges`` (where it lay in the training cases, with a margin), both before the
+    largest components are chosen.
     """
     with_position = position.enabled(spec)
     axes = set(spec["mirror_axes"]) | (set(MIRROR_AXES) if mirror else set())
@@ -47,6 +51,8 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
         position_channels=with_position))
     if spec.get("nonzero_mask", False):
         labels[~signal_region(x[..., 0] if x.ndim == 4 else x)] = 0
+    if spec.get("position_ranges"):
+        labels = outside_position_ranges(labels, spacing, spec["position_ranges"])
     if largest_component:
         labels = largest_connected_component(labels, spec.get("largest_component_labels"))
     return labels

@@ -5,7 +5,7 @@ into ``meta.json``, so a served model resamples, normalizes and tiles exactly as
 
     {"format_version": 1, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
      "total_stride": [..], "normalization": {...}, "overlap": 0.5, "mirror_axes": [],
-     "nonzero_mask": true | false,
+     "nonzero_mask": true | false, "position_ranges": {id: [[lo], [hi]]} | null,
      "batch_size": 2, "largest_component_labels": [..] | null, "in_channels": 1 | 4,
      "position_channels": false | true, "input_layout": "NXYZC", "output_layout": "NXYZK",
      "input_dtype": "float32", "output_dtype": "float32", "jax_version": "...",
@@ -61,13 +61,10 @@ def _training_spacing(data_cfg: Mapping[str, Any]) -> list[float]:
     return [float(s) for s in read_manifest(data_cfg["store"])["spacing"]]
 
 
-def _single_component_labels(cfg: Mapping[str, Any]) -> list[int] | None:
-    """The organs that are one connected component in every training case of the store (the
-    ones ``largest_component`` post-processing keeps to); ``None`` when the store or its
-    component counts are not available (the option then applies to every organ)."""
+def _training_cases(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The manifest entries of the store's training cases; ``None`` when not available."""
     from petseg_jax.data.splits import SplitError, make_splits  # training/export time only
     from petseg_jax.data.store import StoreError, read_manifest
-    from petseg_jax.inference.postprocess import single_component_ids
 
     data = cfg["data"]
     try:
@@ -75,7 +72,28 @@ def _single_component_labels(cfg: Mapping[str, Any]) -> list[int] | None:
         train = make_splits(cases, data["split"], cfg.get("seed", 0))["train"]
     except (StoreError, SplitError, OSError, KeyError):
         return None
-    return single_component_ids(cases[c].get("class_components") for c in train)
+    return [cases[c] for c in train]
+
+
+def _single_component_labels(cfg: Mapping[str, Any]) -> list[int] | None:
+    """The organs that are one connected component in every training case of the store (the
+    ones ``largest_component`` post-processing keeps to); ``None`` when the store or its
+    component counts are not available (the option then applies to every organ)."""
+    from petseg_jax.inference.postprocess import single_component_ids
+
+    cases = _training_cases(cfg)
+    return None if cases is None else single_component_ids(c.get("class_components")
+                                                           for c in cases)
+
+
+def _position_ranges(cfg: Mapping[str, Any]) -> dict[str, list[list[float]]] | None:
+    """Each organ's position range over the training cases, widened by the config's
+    ``evaluation.position_prior_mm``; ``None`` when that is 0 or the store is not available."""
+    from petseg_jax.inference.postprocess import position_ranges
+
+    margin = float(cfg.get("evaluation", {}).get("position_prior_mm", 0.0))
+    cases = _training_cases(cfg) if margin > 0 else None
+    return None if cases is None else {str(k): v for k, v in position_ranges(cases, margin).items()}
 
 
 def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
@@ -97,6 +115,7 @@ def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
         "nonzero_mask": bool(evaluation.get("nonzero_mask", False)),
         "batch_size": int(evaluation.get("batch_size", 2)),
         "largest_component_labels": _single_component_labels(cfg),
+        "position_ranges": _position_ranges(cfg),
         "in_channels": position.input_channels(data),
         "position_channels": position.enabled(data),
         "input_layout": INPUT_LAYOUT,

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from petseg_jax.inference.postprocess import (largest_connected_component, signal_region,
-                                              single_component_ids)
+from petseg_jax.data import position
+from petseg_jax.inference.postprocess import (largest_connected_component,
+                                              outside_position_ranges, position_ranges,
+                                              signal_region, single_component_ids)
 
 
 def _labels(dtype):
@@ -62,3 +64,33 @@ def test_signal_region_fills_enclosed_cold_voxels_only():
     assert signal_region(np.ones((4, 4, 4))).all()  # no exact zeros: the whole volume
     with pytest.raises(ValueError, match="3-D"):
         signal_region(np.ones((4, 4)))
+
+
+def test_position_ranges_span_the_training_cases_plus_a_margin():
+    def case(shape, locations):
+        return {"shape": shape, "spacing": [10.0, 10.0, 10.0],
+                "class_locations": {k: v for k, v in locations.items()}}
+    # organ 1 at voxels 2..4 of a 10^3 scan and 5..7 of a 12^3 scan; organ 2 absent in one
+    cases = [case([10, 10, 10], {"1": [[2, 2, 2], [4, 4, 4]], "2": [[5, 5, 5]]}),
+             case([12, 12, 12], {"1": [[5, 5, 5], [7, 7, 7]], "2": []})]
+    ranges = position_ranges(cases, margin_mm=10.0)
+    assert set(ranges) == {1, 2}
+    # positions (m): (2 - 4.5) * 0.01 = -0.025 .. (7 - 5.5) * 0.01 = 0.015, then +-0.01
+    np.testing.assert_allclose(ranges[1], [[-0.035] * 3, [0.025] * 3], atol=1e-9)
+    np.testing.assert_allclose(ranges[2], [[-0.005] * 3, [0.015] * 3], atol=1e-9)
+
+
+def test_outside_position_ranges_drops_only_far_voxels_of_listed_organs():
+    shape, spacing = (10, 8, 6), (10.0, 10.0, 10.0)
+    pos = position.volume_position(shape, spacing)
+    labels = np.zeros(shape, np.uint8)
+    labels[1:4, 2:5, 1:3] = 1  # organ 1 near the low-x end
+    labels[8, 6, 5] = 1  # a stray organ-1 voxel at the far corner
+    labels[9, 0, 0] = 2  # organ 2 has no range: untouched
+    low = pos[1, 2, 1] - 0.004
+    high = pos[3, 4, 2] + 0.004
+    out = outside_position_ranges(labels, spacing, {"1": [low.tolist(), high.tolist()]})
+    assert out[8, 6, 5] == 0 and out[9, 0, 0] == 2
+    np.testing.assert_array_equal(out[1:4, 2:5, 1:3], 1)
+    assert (out == 1).sum() == 3 * 3 * 2
+    assert labels[8, 6, 5] == 1  # the input is not changed

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
+from petseg_jax.data import position
 from petseg_jax.data.schema import DEFAULT_SCHEMA
 from petseg_jax.inference.segment import segment
 
@@ -49,3 +50,11 @@ def test_position_channels_reach_the_predictor():
 
     segment(_scan(), (2.0, 2.0, 2.0), record, {}, _spec(position_channels=True))
     assert seen["channels"] == 4
+
+
+def test_position_ranges_limit_each_organ():
+    x = _scan()
+    pos = position.volume_position(x.shape, (2.0, 2.0, 2.0))
+    ranges = {str(LIVER): [pos[0, 0, 0].tolist(), pos[7, 11, 9].tolist()]}  # the low-x half
+    labels = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(position_ranges=ranges))
+    assert (labels[:8] == LIVER).all() and not labels[8:].any()

@@ -34,6 +34,7 @@ def test_spec_from_config_is_json_and_valid():
     assert spec["training"]["step"] == 7 and spec["training"]["config"]["model"]["n_stages"] == 3
     assert spec["in_channels"] == 1 and spec["position_channels"] is False
     assert spec["nonzero_mask"] is True  # the default config's evaluation.nonzero_mask
+    assert spec["position_ranges"] is None  # evaluation.position_prior_mm = 0: off
     with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema, 7, None)
     assert with_position["in_channels"] == 4 and with_position["position_channels"] is True
     assert spec_lib.check_spec(with_position) == with_position
@@ -59,6 +60,7 @@ def test_largest_component_labels_come_from_the_training_cases(tmp_path):
          "cases": cases}))
     spec = spec_lib.make_inference_spec(_config(store=str(tmp_path)), DEFAULT_SCHEMA, 1, None)
     assert spec["largest_component_labels"] == [1, 3]
+    assert spec["position_ranges"] is None
     del cases["b"]["class_components"]  # a store from before the counts: unknown
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "spacing": [2.0] * 3,
