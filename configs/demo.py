@@ -11,9 +11,9 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.workdir = "runs/demo"
-    config.total_steps = 2300
+    config.total_steps = 2600
     config.log_every = 100
-    config.eval_every = 1150
+    config.eval_every = 1300
     config.checkpoint_keep = 2
 
     data = config.data
