@@ -42,6 +42,7 @@ GROUPS = {"tracer": "by_tracer", "center": "by_center",
 GROUP_HEADERS = {"tracer": "tracer", "center": "center",
                  "dose_reduction_factor": "dose reduction factor",
                  "attenuation_corrected": "attenuation correction"}
+TRACER_AND_DOSE = "by_tracer_and_dose_reduction_factor"  # the paper's per-tracer dose table
 SWEEP_COLUMN = "swept_dose_factor"
 # per-organ metric columns summarised besides Dice, when present in the rows
 ORGAN_METRICS = ("hd95_mm", "hd95", "nsd", "volume_ml_rel_error", "suv_mean_rel_error",
@@ -145,15 +146,15 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
     for column, key in GROUPS.items():
         details[key] = _grouped(cases, column)
     per_metric = {m: _by_organ(rows, m) for m in ORGAN_METRICS if any(m in r for r in rows)}
-    by_tracer_and_dose = {}
+    details[TRACER_AND_DOSE] = {}
     for tracer in details["by_tracer"]:
         tracer_cases = {k: c for k, c in cases.items() if c["meta"]["tracer"] == tracer}
-        by_tracer_and_dose[tracer] = _means(_grouped(tracer_cases, "dose_reduction_factor"))
+        details[TRACER_AND_DOSE][tracer] = _grouped(tracer_cases, "dose_reduction_factor")
     return {"n_cases": len(cases), "n_rows": len(rows),
             "mean_dice": overall["mean"], "sd_dice": overall["sd"],
             **{key: _means(details[key]) for key in ("by_organ", *GROUPS.values())},
             "by_organ_and_tracer": _by_organ_and_tracer(rows),
-            "by_tracer_and_dose_reduction_factor": by_tracer_and_dose,
+            TRACER_AND_DOSE: {t: _means(g) for t, g in details[TRACER_AND_DOSE].items()},
             "metrics_by_organ": {organ: {m: per_metric[m][organ] for m in per_metric}
                                  for organ in details["by_organ"]},
             "details": details, "aggregation": AGGREGATION}
@@ -371,6 +372,10 @@ def _tables(summary: Mapping[str, Any]) -> list[Table]:
     for column, key in GROUPS.items():
         tables.append((f"Per {GROUP_HEADERS[column]}", [GROUP_HEADERS[column], "mean Dice ± sd", "cases"],
                        [[k, _mean_sd(s), str(s["n"])] for k, s in details[key].items()]))
+    tables.append(("Per tracer and dose reduction factor",
+                   ["tracer", "dose reduction factor", "mean Dice ± sd", "cases"],
+                   [[t, k, _mean_sd(s), str(s["n"])]
+                    for t, groups in details[TRACER_AND_DOSE].items() for k, s in groups.items()]))
     tracers = _sort_keys(t for v in summary["by_organ_and_tracer"].values() for t in v)
     tables.append(("Dice per organ and tracer", ["organ"] + tracers,
                    [[o] + [_fmt(v.get(t, math.nan)) for t in tracers]
@@ -425,6 +430,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for key in GROUPS.values():
         groups = summary["details"][key]
         lines.append(f"  {key}: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in groups.items()))
+    lines.append("  by_tracer_and_dose: " + ", ".join(
+        f"{t} x{k} {_mean_sd(s)}" for t, groups in summary["details"][TRACER_AND_DOSE].items()
+        for k, s in groups.items()))
     if sweep := summary.get("dose_sweep"):
         lines.append("  dose sweep: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in sweep["details"].items()))
     return "\n".join(lines)

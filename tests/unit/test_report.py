@@ -50,6 +50,7 @@ def test_summary_numbers_from_hand_made_rows():
     assert s["by_organ_and_tracer"]["kidney"] == pytest.approx({"FDG": 0.6, "PSMA": 0.7})
     assert s["by_tracer_and_dose_reduction_factor"]["FDG"] == pytest.approx({"1": 0.7, "10": 0.9})
     assert s["by_tracer_and_dose_reduction_factor"]["PSMA"] == pytest.approx({"10": 0.6})
+    assert s["details"]["by_tracer_and_dose_reduction_factor"]["FDG"]["1"]["n"] == 1
     psma = s["details"]["by_tracer"]["PSMA"]
     assert psma["n"] == 1 and math.isnan(psma["sd"])
     assert s["details"]["by_center"]["X"]["sd"] == pytest.approx(np.std([0.7, 0.6], ddof=1))
@@ -118,11 +119,13 @@ def test_markdown_and_html_show_tables_and_figures(written):
     md = (eval_dir / "report.md").read_text()
     html = (eval_dir / "report.html").read_text()
     overall = f"{summary['mean_dice']:.3f} ± {summary['sd_dice']:.3f}"
-    for text in (overall, "| PSMA | 0.600 | 1 |", "figures/dice_heatmap.png", "mip_a.png", "(1× inf)"):
+    for text in (overall, "| PSMA | 0.600 | 1 |", "| FDG | 10 | 0.900 | 1 |",
+                 "figures/dice_heatmap.png", "mip_a.png", "(1× inf)"):
         assert text in md, text
     assert overall in html and "<td>NAC</td>" in html
     assert html.count("src='data:image/png;base64,") == 4
-    assert "over 3 cases" in report.format_summary(summary)
+    terminal = report.format_summary(summary)
+    assert "over 3 cases" in terminal and "FDG x1 0.700" in terminal
 
 
 def test_mip_is_coronal_head_up_subject_right_on_viewer_left(tmp_path):
