@@ -259,7 +259,7 @@ class PatchSource:
         n = len(requests)
         images = _batch_array((n, *self.patch_size, 1), np.float32)  # normalize fills it all
         labels = _batch_array((n, *self.patch_size), np.uint8)
-        positions = np.empty((n, 2, 3), np.float32)
+        positions = np.empty((n, 2, 3), np.float32) if self.cfg.position_channels else None
         pending = []
         for index, case_pos, foreground in requests:
             case = self.cases[case_pos]
@@ -267,7 +267,9 @@ class PatchSource:
             box = sampling.sample_box(rng, case.shape, self.patch_size, case.locations,
                                       foreground)
             src, dst = sampling.box_slices(box, case.shape)
-            positions[len(pending)] = position.patch_position(box.lower, case.shape, case.spacing)
+            if positions is not None:
+                positions[len(pending)] = position.patch_position(box.lower, case.shape,
+                                                                  case.spacing)
             pending.append((case, rng, dst, self._image(case)[src].read(),
                             self._label(case)[src].read()))
         for k, (case, rng, dst, image_read, label_read) in enumerate(pending):
@@ -288,7 +290,7 @@ class PatchSource:
             normalize(raw, case.suv_factor, case.intensity, self.cfg.normalization,
                       case_id=case.case_id, out=images[k, ..., 0])
         batch = {"image": images, "label": labels}
-        return batch | {"position": positions} if self.cfg.position_channels else batch
+        return batch if positions is None else batch | {"position": positions}
 
 
 class _LocalBatch:

@@ -88,10 +88,9 @@ def outside_position_ranges(labels: np.ndarray, spacing: Sequence[float],
         # voxel indices inside [low, high]; a bound on a voxel centre keeps that voxel
         first = np.ceil((np.asarray(low) - origin) / step - _INDEX_TOLERANCE).astype(int)
         last = np.floor((np.asarray(high) - origin) / step + _INDEX_TOLERANCE).astype(int)
-        inside = np.zeros(labels.shape, bool)
-        box = tuple(slice(max(a, 0), max(b + 1, 0)) for a, b in zip(first, last))
-        inside[box] = True
-        out[(labels == int(key)) & ~inside] = 0
+        outside = labels == int(key)
+        outside[tuple(slice(max(a, 0), max(b + 1, 0)) for a, b in zip(first, last))] = False
+        out[outside] = 0
     return out
 
 

@@ -75,25 +75,26 @@ def _training_cases(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
     return [cases[c] for c in train]
 
 
-def _single_component_labels(cfg: Mapping[str, Any]) -> list[int] | None:
-    """The organs that are one connected component in every training case of the store (the
-    ones ``largest_component`` post-processing keeps to); ``None`` when the store or its
+def _single_component_labels(cases: list[Mapping[str, Any]] | None) -> list[int] | None:
+    """The organs that are one connected component in every training case (the ones
+    ``largest_component`` post-processing keeps to); ``None`` when the cases or their
     component counts are not available (the option then applies to every organ)."""
     from petseg_jax.inference.postprocess import single_component_ids
 
-    cases = _training_cases(cfg)
     return None if cases is None else single_component_ids(c.get("class_components")
                                                            for c in cases)
 
 
-def _position_ranges(cfg: Mapping[str, Any]) -> dict[str, list[list[float]]] | None:
-    """Each organ's position range over the training cases, widened by the config's
-    ``evaluation.position_prior_mm``; ``None`` when that is 0 or the store is not available."""
+def _position_ranges(cases: list[Mapping[str, Any]] | None,
+                     margin_mm: float) -> dict[str, list[list[float]]] | None:
+    """Each organ's position range over the training cases, widened by ``margin_mm``
+    (the config's ``evaluation.position_prior_mm``); ``None`` when that is 0 or the cases are
+    not available."""
     from petseg_jax.inference.postprocess import position_ranges
 
-    margin = float(cfg.get("evaluation", {}).get("position_prior_mm", 0.0))
-    cases = _training_cases(cfg) if margin > 0 else None
-    return None if cases is None else {str(k): v for k, v in position_ranges(cases, margin).items()}
+    if cases is None or margin_mm <= 0:
+        return None
+    return {str(k): v for k, v in position_ranges(cases, margin_mm).items()}
 
 
 def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
@@ -103,6 +104,7 @@ def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
 
     cfg = to_jsonable(config)
     data, evaluation = cfg["data"], cfg.get("evaluation", {})
+    train_cases = _training_cases(cfg)  # one manifest read for the post-processing facts
     return {
         "format_version": FORMAT_VERSION,
         "schema": schema.to_json(),
@@ -114,8 +116,9 @@ def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
         "mirror_axes": [],
         "nonzero_mask": bool(evaluation.get("nonzero_mask", False)),
         "batch_size": int(evaluation.get("batch_size", 2)),
-        "largest_component_labels": _single_component_labels(cfg),
-        "position_ranges": _position_ranges(cfg),
+        "largest_component_labels": _single_component_labels(train_cases),
+        "position_ranges": _position_ranges(
+            train_cases, float(evaluation.get("position_prior_mm", 0.0))),
         "in_channels": position.input_channels(data),
         "position_channels": position.enabled(data),
         "input_layout": INPUT_LAYOUT,
