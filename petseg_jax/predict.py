@@ -23,17 +23,17 @@ from tqdm import tqdm
 
 from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, Predictor, suv_factor_from,
                                                  write_stats_csv)
-from petseg_jax.serving import META_FILE
+from petseg_jax.inference.serving import META_FILE
 
 
 def load_predictor(path: str | Path, step: int | None = None) -> Predictor:
     """An export folder (served without flax) or a training workdir's checkpoint."""
     path = Path(path)
     if (path / META_FILE).exists():
-        from petseg_jax.serving import ServedModel
+        from petseg_jax.inference.serving import ServedModel
 
         return ServedModel(path)
-    from petseg_jax.models.restore import load_trained  # flax, orbax: checkpoints only
+    from petseg_jax.training.restore import load_trained  # flax, orbax: checkpoints only
 
     trained = load_trained(path, step)
     return Predictor(trained.apply, trained.params, trained.spec, f"{path} (step {trained.step})")

@@ -23,9 +23,9 @@ from jax.experimental import multihost_utils
 
 from petseg_jax.configuration import load_config, split_overrides
 from petseg_jax.data import store as store_lib
-from petseg_jax.data.device_feed import DevicePrefetcher
+from petseg_jax.training.device_feed import DevicePrefetcher
 from petseg_jax.data.pipeline import make_train_iterator
-from petseg_jax.data.prepare import ensure_store
+from petseg_jax.phantom.prepare import ensure_store
 from petseg_jax.data.splits import make_splits
 from petseg_jax.training import distributed, mesh as mesh_lib
 from petseg_jax.training.builder import build_training, memory_report
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     # --- Plan -----------------------------------------------------------------------------
     if config.plan:
-        from petseg_jax.plan import apply_plan
+        from petseg_jax.planning.plan import apply_plan
 
         apply_plan(config, config.plan)
 
@@ -213,7 +213,7 @@ def _closing_stages(config, workdir: Path, store: Path) -> dict:
     """Evaluate the best checkpoint on the test split and export it, when configured."""
     out = {}
     if config.evaluation.split:
-        from petseg_jax import evaluate
+        from petseg_jax.evaluation import evaluate
 
         out["evaluation"] = evaluate.run(
             workdir, store=store, split=config.evaluation.split, mirror=config.evaluation.mirror,
@@ -221,7 +221,7 @@ def _closing_stages(config, workdir: Path, store: Path) -> dict:
             mip_cases=config.evaluation.mip_cases)
         print(evaluate.report.format_summary(out["evaluation"]))
     if config.export.enabled:
-        from petseg_jax import export
+        from petseg_jax.training import export
 
         out["export"] = str(export.export_workdir(workdir, workdir / "export",
                                                   platforms=tuple(config.export.platforms)))

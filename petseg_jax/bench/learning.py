@@ -69,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args.config, overrides)
 
     from petseg_jax.data import store as store_lib
-    from petseg_jax.data.device_feed import DevicePrefetcher
+    from petseg_jax.training.device_feed import DevicePrefetcher
     from petseg_jax.data.pipeline import make_train_iterator
-    from petseg_jax.data.prepare import ensure_store
+    from petseg_jax.phantom.prepare import ensure_store
     from petseg_jax.data.splits import make_splits
     from petseg_jax.training import mesh as mesh_lib
     from petseg_jax.training.builder import build_training

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from jax import export as jax_export
 
-from petseg_jax import export as export_lib
+from petseg_jax import export as export_cmd
 from petseg_jax.inference.nifti_pipeline import load_input
 from petseg_jax.inference.spec import FORMAT_VERSION
-from petseg_jax.models.restore import load_trained
-from petseg_jax.serving import ARTIFACT_FILES, ArtifactError, ServedModel, read_meta
+from petseg_jax.training.restore import load_trained
+from petseg_jax.inference.serving import ARTIFACT_FILES, ArtifactError, ServedModel, read_meta
 from tiny_run import tiny_export, tiny_workdir, write_pet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_artifact_round_trip(run, tmp_path):
     # The CLI writes a bfloat16 artifact, replacing an existing one without leftovers.
     out = tmp_path / "cli_export"
     for _ in range(2):
-        assert export_lib.main(["--workdir", str(workdir), "--out", str(out),
+        assert export_cmd.main(["--workdir", str(workdir), "--out", str(out),
                                 "--platforms", "cpu", "--dtype", "bfloat16"]) == out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli_export"]
     info = read_meta(out)["export"]

@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 import tensorstore as ts
 
-from petseg_jax.data import phantom
+from petseg_jax.phantom import generate as phantom
 from petseg_jax.data import store as store_lib
 from petseg_jax.data.ingest import IngestError, ingest, main
 from petseg_jax.data.raw_dataset import (CaseMetadata, RawDataset, image_file, label_file,

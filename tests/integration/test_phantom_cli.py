@@ -3,7 +3,7 @@
 import nibabel as nib
 import numpy as np
 
-from petseg_jax.data import phantom
+from petseg_jax.phantom import generate as phantom
 from petseg_jax.data.raw_dataset import RawDataset
 
 

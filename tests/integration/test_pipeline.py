@@ -208,7 +208,7 @@ def data_sharding():
 
 
 def test_device_prefetcher_state_is_what_the_consumer_took(data_sharding):
-    from petseg_jax.data.device_feed import DevicePrefetcher
+    from petseg_jax.training.device_feed import DevicePrefetcher
     counter = _Counter()
     with DevicePrefetcher(counter, data_sharding, size=3) as feed:
         assert feed.get_state() == {"n": 0}
@@ -227,7 +227,7 @@ def test_device_prefetcher_state_is_what_the_consumer_took(data_sharding):
 
 
 def test_device_prefetcher_on_the_pipeline_resumes_exactly(tiny_store, data_sharding):
-    from petseg_jax.data.device_feed import DevicePrefetcher
+    from petseg_jax.training.device_feed import DevicePrefetcher
 
     def feed():
         return DevicePrefetcher(make_train_iterator(tiny_store, None, patch_size=PATCH,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from store_fixtures import make_tiny_store
 
-from petseg_jax import plan as plan_lib
+from petseg_jax import plan as plan_cmd
+from petseg_jax.planning import plan as plan_lib
 from petseg_jax.configuration import load_config, split_overrides
 from petseg_jax.data import store as store_lib
 from petseg_jax.planning import PlanError
@@ -44,7 +45,7 @@ def plans(store, tmp_path_factory):
     result = []
     for budget in BUDGETS_GIB:
         path = out / f"plan_{budget}.json"
-        rc = plan_lib.main(["--store", str(store), "--memory-gb", str(budget), "--devices", "2",
+        rc = plan_cmd.main(["--store", str(store), "--memory-gb", str(budget), "--devices", "2",
                             "--out", str(path), *TINY])
         assert rc == 0
         result.append(json.loads(path.read_text()))
@@ -104,7 +105,7 @@ def test_planned_config_trains_a_step(plans, tmp_path):
 
 def test_too_small_budget_is_a_clear_error(store, tmp_path, capsys):
     out = tmp_path / "plan.json"
-    rc = plan_lib.main(["--store", str(store), "--memory-gb", "0.001", "--out", str(out), *TINY])
+    rc = plan_cmd.main(["--store", str(store), "--memory-gb", "0.001", "--out", str(out), *TINY])
     assert rc == 1 and not out.exists()
     err = capsys.readouterr().err
     assert "smallest candidate" in err and "raise --memory-gb" in err
@@ -122,5 +123,5 @@ def test_apply_plan_rejects_a_store_at_another_spacing(plans, store, tmp_path):
 
 
 def test_missing_store_is_a_clear_error(tmp_path, capsys):
-    rc = plan_lib.main(["--store", str(tmp_path / "nope"), "--memory-gb", "1", *TINY])
+    rc = plan_cmd.main(["--store", str(tmp_path / "nope"), "--memory-gb", "1", *TINY])
     assert rc == 1 and "does not exist" in capsys.readouterr().err

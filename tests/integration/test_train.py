@@ -13,7 +13,7 @@ import pytest
 from petseg_jax import train
 from petseg_jax.bench import learning
 from petseg_jax.data import store as store_lib
-from petseg_jax.models.restore import load_trained
+from petseg_jax.training.restore import load_trained
 from store_fixtures import make_tiny_store
 from train_helpers import tiny_train_args
 

@@ -79,7 +79,7 @@ def tiny_workdir(root: Path) -> Path:
 @functools.cache
 def tiny_export(root: Path) -> Path:
     """``root/tiny_export``: the tiny workdir exported for cpu and cuda."""
-    from petseg_jax.export import export_workdir
+    from petseg_jax.training.export import export_workdir
 
     return export_workdir(tiny_workdir(root), root / "tiny_export")
 

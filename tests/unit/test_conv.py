@@ -70,7 +70,7 @@ def test_pointwise_conv_matches_1x1x1_conv():
 
 
 def test_benchmark_table_runs():
-    from petseg_jax.models.conv_bench import bench_layers
+    from petseg_jax.bench.conv import bench_layers
 
     rows = bench_layers(["1x8x2x4x1"], ["xla", "fold"], repeats=1)
     assert len(rows) == 3 and rows[2].startswith("| 1x8^3 2->4 s1 |")

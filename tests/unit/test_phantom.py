@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petseg_jax.data import phantom
-from petseg_jax.data.phantom_anatomy import TISSUE_CODE, Anatomy, Grid
-from petseg_jax.data.phantom_uptake import UPTAKE, UPTAKE_KEYS
+from petseg_jax.phantom import generate as phantom
+from petseg_jax.phantom.anatomy import TISSUE_CODE, Anatomy, Grid
+from petseg_jax.phantom.uptake import UPTAKE, UPTAKE_KEYS
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema, totalseg_lut
 
 SEED = 11

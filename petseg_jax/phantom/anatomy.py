@@ -28,7 +28,7 @@ REF_HEIGHT = 1750.0
 class Tissue:
     name: str
     organ: str | None  # label schema organ, None = background
-    uptake: str | None  # key in phantom_uptake tables, None = no activity (air)
+    uptake: str | None  # key in uptake tables, None = no activity (air)
     mu: float  # linear attenuation coefficient at 511 keV, 1/mm
 
 

@@ -1,6 +1,6 @@
 """Time conv3d implementations, and a U-Net training step, per implementation.
 
-``python -m petseg_jax.models.conv_bench [--layers 2x64x8x8x1,...] [--unet] [--repeats 5]``
+``python -m petseg_jax.bench.conv [--layers 2x64x8x8x1,...] [--unet] [--repeats 5]``
 prints markdown tables (best of ``--repeats``; implementations alternate so that load from
 other processes hits them alike). The U-Net table adds process CPU seconds, which other jobs
 on a shared machine disturb less than wall time.

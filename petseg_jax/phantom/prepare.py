@@ -32,7 +32,7 @@ def ensure_store(data_cfg: Mapping[str, Any], seed: int = 0) -> Path:
                 "point --config.data.raw_dir at an nnU-Net-style raw folder")
         if raw is None:
             raise ValueError("data.phantom.enabled needs data.raw_dir to write the phantoms to")
-        from petseg_jax.data import phantom as phantom_lib
+        from petseg_jax.phantom import generate as phantom_lib
 
         log.info("generating %d phantom cases into %s", phantom["cases"], raw)
         phantom_lib.main(["--out", str(raw), "--cases", str(phantom["cases"]),

@@ -1,10 +1,10 @@
 """Synthetic total-body PET phantoms in the raw dataset format (see ``raw_dataset``).
 
-    python -m petseg_jax.data.phantom --out runs/raw --cases 10 --seed 0
+    python -m petseg_jax.phantom --out runs/raw --cases 10 --seed 0
 
-Each case is one synthetic subject (:mod:`phantom_anatomy`: body, 23 organs and unlabeled
-tissue, head to upper thighs), a tracer biodistribution (:mod:`phantom_uptake`) and a scan at a
-center (:mod:`phantom_scanner`: PSF, attenuation, Poisson counts divided by the dose reduction
+Each case is one synthetic subject (:mod:`anatomy`: body, 23 organs and unlabeled
+tissue, head to upper thighs), a tracer biodistribution (:mod:`uptake`) and a scan at a
+center (:mod:`scanner`: PSF, attenuation, Poisson counts divided by the dose reduction
 factor, AC or NAC). Images are float32 Bq/ml with the patient weight and injected activity in
 ``metadata.csv`` (SUV computable); labels come from the anatomy itself, never from the image.
 The design and the uptake table are described in BUILD_NOTES.md ("Synthetic phantom").
@@ -26,9 +26,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from petseg_jax.data.phantom_anatomy import ORGANS, TISSUES, Anatomy, Grid
-from petseg_jax.data.phantom_scanner import CENTERS, Center, gaussian_blur, simulate_scan
-from petseg_jax.data.phantom_uptake import COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, suv_volume
+from petseg_jax.phantom.anatomy import ORGANS, TISSUES, Anatomy, Grid
+from petseg_jax.phantom.scanner import CENTERS, Center, gaussian_blur, simulate_scan
+from petseg_jax.phantom.uptake import COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, suv_volume
 from petseg_jax.data.raw_dataset import (
     DATASET_JSON, IMAGES_DIR, LABELS_DIR, METADATA_CSV, CaseMetadata, RawDatasetError,
     canonical_tracer, image_file, label_file, save_nifti, write_dataset_json, write_metadata_csv)
@@ -259,7 +259,7 @@ def _tracer_weights(items: Sequence[str]) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m petseg_jax.data.phantom", description=__doc__.split("\n\n")[0],
+        prog="python -m petseg_jax.phantom", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="raw dataset folder to write")
     ap.add_argument("--cases", type=int, default=10)
@@ -300,6 +300,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {len(plans)} cases to {args.out} ({counts})")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 Values are mean SUV (body weight) about 60 min after injection, set from published normal
 biodistributions (qualitatively; see BUILD_NOTES.md "Synthetic phantom" for the reasoning).
 Each entry is ``(suv, cv)``: a case draws ``suv * lognormal(sigma=cv)``. Keys are tissue uptake
-classes (see ``phantom_anatomy.TISSUES``), not label ids: several tissues of one organ (kidney
+classes (see ``anatomy.TISSUES``), not label ids: several tissues of one organ (kidney
 cortex, medulla, pelvis) have their own entries, and unlabeled tissue (fat, muscle, salivary
 glands, pituitary, bone) is drawn too so that the background is not flat.
 """

@@ -5,7 +5,7 @@ batch ``(N, X, Y, Z, C)`` float32 -> logits ``(N, X, Y, Z, K)`` float32, weights
 ``model.mlir`` (the same program as StableHLO text) and ``meta.json`` (the inference spec plus
 export details). Importing this module imports no flax, optax, orbax or grain::
 
-    from petseg_jax.serving import ServedModel
+    from petseg_jax.inference.serving import ServedModel
     ServedModel("runs/demo/export").predict_nifti("pet.nii.gz", "labels.nii.gz", "organs.csv")
 """
 

@@ -1,0 +1,1 @@
+"""The PET system model (JAX): projection, attenuation, scatter, randoms, OSEM, count thinning."""
