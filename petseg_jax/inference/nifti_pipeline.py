@@ -67,14 +67,6 @@ def load_input(path: str | Path) -> nib.Nifti1Image:
     return img
 
 
-def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int]
-                ) -> tuple[int, ...]:
-    """The spec's patch, shrunk on axes where the volume is smaller to the volume's size
-    rounded up to a multiple of the network's total stride (the window is padded to it)."""
-    return tuple(min(int(p), -(-int(s) // int(t)) * int(t))
-                 for s, p, t in zip(shape, patch, stride))
-
-
 def write_stats_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write per-organ statistics rows (:data:`STATS_COLUMNS`) atomically."""
     path = Path(path)
@@ -106,18 +98,19 @@ class Predictor:
         self.label_dtype = np.uint8 if self.schema.num_classes <= 256 else np.uint16
 
     def predict_image(self, img: nib.Nifti1Image, suv_factor: float | None = None,
-                      mirror: bool = False, largest_component: bool = False,
                       name: str = "?") -> np.ndarray:
         """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``)."""
         spec = self.spec
+        if spec["normalization"]["mode"] == "suv" and suv_factor is None:
+            raise ValueError(f"{name}: the model was trained on SUV (normalization mode 'suv'); "
+                             "give the image's SUV factor (--suv-factor, or --weight-kg with "
+                             "--injected-mbq)")
         ras = nifti.to_ras(img)
         data, affine = nifti.resample_to_spacing(nifti.array(ras), ras.affine, spec["spacing"],
                                                  order=1)
         x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
                       case_id=name)
-        labels = segment(x, spec["spacing"], self.predict_fn, self.params, spec,
-                         window=window_size(x.shape, spec["patch_size"], spec["total_stride"]),
-                         mirror=mirror, largest_component=largest_component)
+        labels = segment(x, spec["spacing"], self.predict_fn, self.params, spec)
         labels = nifti.to_original_grid(labels, affine, img, order=0)
         return labels.astype(self.label_dtype)
 
@@ -138,8 +131,7 @@ class Predictor:
         return rows
 
     def predict_nifti(self, input_path: str | Path, output_path: str | Path,
-                      stats: str | Path | None = None, suv_factor: float | None = None,
-                      mirror: bool = False, largest_component: bool = False
+                      stats: str | Path | None = None, suv_factor: float | None = None
                       ) -> list[dict[str, Any]]:
         """Predict one file; write the label map (and the stats CSV when ``stats`` is given).
 
@@ -148,7 +140,7 @@ class Predictor:
         output_path = check_output_path(output_path)
         img = load_input(input_path)
         name = case_name(input_path)
-        labels = self.predict_image(img, suv_factor, mirror, largest_component, name)
+        labels = self.predict_image(img, suv_factor, name)
         rows = self.organ_stats(img, labels, suv_factor, name)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         nifti.save_like(output_path, labels, img)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from petseg_jax.console import entry_point
 from petseg_jax.phantom.anatomy import ORGANS, TISSUES, Anatomy, Grid
 from petseg_jax.phantom.scanner import CENTERS, Center, gaussian_blur, simulate_scan
 from petseg_jax.phantom.uptake import COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, suv_volume
@@ -300,3 +301,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {len(plans)} cases to {args.out} ({counts})")
     return 0
 
+
+cli = entry_point(main)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import petseg_jax.bench
+from requires import import_or_skip
+
 from petseg_jax.bench import infer, learning, train
 from petseg_jax.models import build_model
 from petseg_jax.training.loss import segmentation_loss
@@ -61,7 +63,7 @@ def test_bench_config_turns_augmentation_off():
 
 
 def test_torch_twin_matches_jax_network_and_loss():
-    torch = pytest.importorskip("torch")
+    torch = import_or_skip("torch")
     from petseg_jax.bench import torch_reference
 
     cfg = {"n_stages": 3, "base_features": 4, "max_features": 8, "decoder_blocks": 1}
