@@ -43,6 +43,7 @@ class Scan:
     projector: SubsetProjector
     scanner: ScannerClass
     shape: tuple[int, int, int]  # image (x, y, z)
+    spacing: tuple[float, float, float]
     per_lor: float  # n at the axial peak: counts per (Bq/ml x mm) of attenuated line integral
     profile: np.ndarray  # (z,) axial sensitivity, peak 1
     randoms_per_lor: float  # expected randoms of a LOR at the axial peak
@@ -89,9 +90,9 @@ def z_chunks(nz: int) -> list[slice]:
     return [slice(z, min(z + Z_CHUNK, nz)) for z in range(0, nz, Z_CHUNK)]
 
 
-def pad_z(array: np.ndarray) -> np.ndarray:
-    """``array`` zero-padded along its last axis to ``Z_CHUNK``."""
-    pad = Z_CHUNK - array.shape[-1]
+def pad_z(array: np.ndarray, halo: int = 0) -> np.ndarray:
+    """``array`` zero-padded along its last axis to ``Z_CHUNK + 2 * halo``."""
+    pad = Z_CHUNK + 2 * halo - array.shape[-1]
     return np.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, pad)]) if pad else array
 
 
@@ -156,12 +157,15 @@ def expected_scan(activity: np.ndarray, mu: np.ndarray, spacing, field_of_view: 
     lors = geom.views * geom.bins * float(profile.sum())
     randoms_per_lor = (cls.randoms_fraction / (1 - cls.randoms_fraction)
                        * (trues_total + float(scatter.sum(dtype=np.float64))) / max(lors, 1e-30))
-    return Scan(projector, cls, (nx, ny, nz), per_lor, profile, randoms_per_lor,
+    return Scan(projector, cls, (nx, ny, nz), (dx, dy, dz), per_lor, profile, randoms_per_lor,
                 attenuation.astype(np.float32), trues, scatter.astype(np.float32))
 
 
 def draw_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Poisson counts of ``expected`` (int32)."""
+    if expected.size and float(expected.max()) > 1e9:
+        raise ValueError(f"{float(expected.max()):.3g} expected counts in one line of response "
+                         "overflow the counts' int32: is the count level in counts per kBq?")
     return rng.poisson(np.maximum(expected, 0.0)).astype(np.int32)
 
 
