@@ -27,15 +27,22 @@ nothing falls back to a silent default.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
+
+from petseg_jax import metrics
+from petseg_jax.data.nifti import voxel_spacing
 
 log = logging.getLogger("petseg_jax.suv")
 
@@ -340,3 +347,86 @@ def parse_time(text: str) -> dt.datetime:
     except ValueError:
         raise SuvError(f"{text!r} is not an ISO 8601 date and time "
                        "(e.g. 2024-05-01T09:30:00)") from None
+
+
+def provenance(calibration: SuvCalibration | None, raw_units: str = "raw") -> dict[str, str]:
+    """The ``units``, ``suv_source`` and ``decay_correction`` columns of an organ table:
+    ``units`` is ``SUV`` when the SUV columns are SUVbw, else the image's own units."""
+    if calibration is None:
+        return {"units": raw_units, "suv_source": "", "decay_correction": ""}
+    return {"units": "SUV", "suv_source": calibration.source,
+            "decay_correction": calibration.decay_correction}
+
+
+def organ_table(image: np.ndarray, affine: np.ndarray, labels: np.ndarray,
+                names: Mapping[int, str], calibration: SuvCalibration | None
+                ) -> list[dict[str, Any]]:
+    """Organ statistics rows (:data:`petseg_jax.metrics.ORGAN_STATS_COLUMNS`) of ``labels``
+    on the grid of ``image`` (raw values, ``affine`` gives the voxel size): SUVs when a
+    calibration is known, else the image's own values (``units="raw"``)."""
+    spacing = tuple(float(s) for s in voxel_spacing(affine))
+    if calibration is None:
+        return metrics.organ_statistics(image, labels, spacing, names, provenance(None))
+    suv = calibration.image_at_reference(image) * np.float32(calibration.suvbw)
+    sul, bsa = (None if f is None else f / calibration.suvbw
+                for f in (calibration.sul, calibration.suvbsa))
+    return metrics.organ_statistics(suv, labels, spacing, names, provenance(calibration), sul,
+                                    bsa)
+
+
+def add_arguments(parser) -> None:
+    """The SUV flags of ``predict`` and ``stats`` (each replaces its DICOM header field)."""
+    g = parser.add_argument_group("SUV (each flag replaces its DICOM header field)")
+    g.add_argument("--suv-factor", type=float, help="SUVbw = image * factor (headers unused)")
+    g.add_argument("--weight-kg", type=float, help="patient weight, PatientWeight (0010,1030)")
+    g.add_argument("--injected-mbq", type=float,
+                   help="injected activity, RadionuclideTotalDose (0018,1074)")
+    g.add_argument("--height-m", type=float, help="patient height, PatientSize (0010,1020)")
+    g.add_argument("--sex", choices=("M", "F"), help="PatientSex (0010,0040), for SUL")
+    g.add_argument("--injection-time", type=parse_time,
+                   help="ISO 8601, RadiopharmaceuticalStartDateTime (0018,1078)")
+    g.add_argument("--scan-time", type=parse_time,
+                   help="ISO 8601 scan start (else SeriesDate/Time, AcquisitionDate/Time)")
+    g.add_argument("--half-life-s", type=float,
+                   help="RadionuclideHalfLife (0018,1075) in seconds")
+
+
+def overrides_from(args) -> SuvOverrides:
+    """The :class:`SuvOverrides` of parsed :func:`add_arguments` flags."""
+    if args.suv_factor is not None and (args.weight_kg is not None
+                                        or args.injected_mbq is not None):
+        raise SuvError("give --suv-factor or --weight-kg/--injected-mbq, not both")
+    return SuvOverrides(**{f.name: getattr(args, f.name)
+                           for f in dataclasses.fields(SuvOverrides)})
+
+
+def from_metadata(metadata: Mapping[str, Any]) -> SuvCalibration:
+    """Calibration of a case's metadata (a :class:`~petseg_jax.data.raw_dataset.CaseMetadata`
+    JSON, as a store's manifest keeps it: ``units``, ``patient_weight_kg``,
+    ``injected_activity_bq`` give the factor)."""
+    from petseg_jax.data.raw_dataset import CaseMetadata
+
+    meta = CaseMetadata.from_json(metadata)
+    factor = meta.suv_factor()
+    if factor is None:
+        raise SuvError("the metadata give no SUV factor: it needs units (Bq/ml or SUV), "
+                       "patient_weight_kg and injected_activity_bq")
+    return SuvCalibration(factor, None, None, meta.units or "raw", "metadata", "unknown")
+
+
+def write_table(path: str | Path, rows: Iterable[Mapping[str, Any]],
+                columns: Sequence[str]) -> None:
+    """Write organ statistics rows (:func:`organ_table`, with ``columns``) as CSV atomically;
+    booleans as ``true``/``false``, unknown values as ``nan``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows({k: str(v).lower() if isinstance(v, bool) else v
+                              for k, v in row.items()} for row in rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
