@@ -177,12 +177,14 @@ def _sorted_slices(datasets: list[tuple[Path, Dataset]], uid: str
         return datasets, np.stack([row, col, normal]), normal * float(thickness)
     gaps = np.diff(along)
     median = float(np.median(gaps))
-    for i, gap in enumerate(gaps):
-        if gap < 1e-3 * max(median, 1.0) or abs(gap - median) > SPACING_TOLERANCE * median:
-            what = ("two slices at the same position" if gap < 1e-3 * max(median, 1.0)
-                    else "uneven slice spacing")
+    same = np.flatnonzero(gaps < 1e-3 * max(float(gaps.max()), 1.0))
+    uneven = np.flatnonzero(np.abs(gaps - median) > SPACING_TOLERANCE * median)
+    for what, bad in (("two slices at the same position", same),
+                      ("uneven slice spacing", uneven)):
+        if bad.size:
+            i = int(bad[0])
             raise DicomError(
-                f"series {uid}: {what}: gap of {gap:.4g} mm between slice {i} "
+                f"series {uid}: {what}: gap of {gaps[i]:.4g} mm between slice {i} "
                 f"({datasets[i][0].name}, {along[i]:.4g} mm along the normal) and slice {i + 1} "
                 f"({datasets[i + 1][0].name}, {along[i + 1]:.4g} mm); the median gap is "
                 f"{median:.4g} mm")

@@ -126,9 +126,10 @@ def preview_figure(out_png: str | Path, pet: np.ndarray, labels: np.ndarray,
         raise ValueError(f"preview needs a 3-D PET and a label map of its shape, got {pet.shape}"
                          f" and {labels.shape}")
     sx, sy, sz = (float(s) for s in spacing)
-    height = 7.0
     widths = [pet.shape[0] * sx, pet.shape[1] * sy]
-    width = height * sum(widths) / (pet.shape[2] * sz) + 2.2
+    aspect = sum(widths) / (pet.shape[2] * sz)  # panels' width over height
+    height = min(7.0, 12.0 / aspect)  # whole-body scans are tall, short ones wide
+    width = height * aspect + 2.2
     fig, axes = plt.subplots(1, 2, figsize=(max(width, 5.0), height + 0.6), sharey=True,
                              layout="constrained", gridspec_kw={"width_ratios": widths})
     vmax = display_max(pet)
