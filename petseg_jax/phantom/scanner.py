@@ -21,6 +21,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from petseg_jax.data.raw_dataset import FIELDS_OF_VIEW
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
@@ -67,8 +69,12 @@ def attenuation_factors(mu: np.ndarray, spacing) -> np.ndarray:
 
 def simulate_scan(activity: np.ndarray, mu: np.ndarray, spacing, center: Center,
                   dose_reduction_factor: float, attenuation_corrected: bool, count_yield: float,
-                  rng: np.random.Generator) -> np.ndarray:
-    """PET image (float32, Bq/ml; NAC images in uncorrected Bq/ml) from an activity volume."""
+                  rng: np.random.Generator, field_of_view: str = "total_body") -> np.ndarray:
+    """PET image (float32, Bq/ml; NAC images in uncorrected Bq/ml) from an activity volume.
+    ``field_of_view`` is the scan's class (``raw_dataset.FIELDS_OF_VIEW``); this model's
+    sensitivity does not depend on it."""
+    if field_of_view not in FIELDS_OF_VIEW:
+        raise ValueError(f"unknown field_of_view {field_of_view!r} (known: {FIELDS_OF_VIEW})")
     att = attenuation_factors(mu, spacing)
     expected = gaussian_blur(activity, center.psf_fwhm_mm, spacing) * att
     voxel_ml = float(np.prod(spacing)) / 1000.0
