@@ -81,8 +81,7 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
         raise ValueError(f"store {store} has another label schema than the model in {workdir}")
     from petseg_jax.data.splits import make_splits
 
-    case_ids = make_splits(manifest["cases"], trained.config.data.split,
-                           trained.config.seed)[split]
+    case_ids = make_splits(manifest["cases"], trained.config.data.split)[split]
     if not case_ids:
         raise ValueError(f"split {split!r} of store {store} has no cases")
     predictor = CasePredictor(trained, mirror, largest_component)

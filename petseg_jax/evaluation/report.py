@@ -55,7 +55,7 @@ AGGREGATION = ("case Dice = mean over the case's organs (NaN organs excluded); g
 
 
 # ----------------------------------------------------------------------------- aggregation
-def _stat(values: Iterable[float]) -> dict[str, Any]:
+def stat(values: Iterable[float]) -> dict[str, Any]:
     """Mean, sample sd and count of the finite values (``n_inf`` counts the infinite ones)."""
     v = np.asarray([float(x) for x in values], dtype=np.float64)
     finite = v[np.isfinite(v)]
@@ -65,7 +65,7 @@ def _stat(values: Iterable[float]) -> dict[str, Any]:
             "n": n, "n_inf": int(np.isinf(v).sum())}
 
 
-def _group_key(column: str, value: Any) -> str:
+def group_key(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
     if column == "attenuation_corrected" and not isinstance(value, str):
@@ -75,7 +75,7 @@ def _group_key(column: str, value: Any) -> str:
     return str(value)
 
 
-def _sort_keys(keys: Iterable[str]) -> list[str]:
+def sort_keys(keys: Iterable[str]) -> list[str]:
     def key(k: str):
         try:
             return (0, float(k), k)
@@ -84,13 +84,13 @@ def _sort_keys(keys: Iterable[str]) -> list[str]:
     return sorted(set(keys), key=key)
 
 
-def _cases(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+def case_table(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
     """case_id -> {"meta": {column: group key}, "dice": mean over organs}; checks consistency."""
     per_case: dict[str, dict[str, Any]] = {}
     for row in rows:
         if "case_id" not in row or "organ" not in row or "dice" not in row:
             raise ValueError(f"a metric row needs case_id, organ and dice; got keys {sorted(row)}")
-        meta = {c: _group_key(c, row.get(c)) for c in GROUPS}
+        meta = {c: group_key(c, row.get(c)) for c in GROUPS}
         case = per_case.setdefault(str(row["case_id"]), {"meta": meta, "dices": []})
         if case["meta"] != meta:
             raise ValueError(f"case {row['case_id']!r} has rows with different metadata: "
@@ -106,25 +106,25 @@ def _grouped(cases: Mapping[str, Mapping[str, Any]], column: str) -> dict[str, d
     groups: dict[str, list[float]] = {}
     for case in cases.values():
         groups.setdefault(case["meta"][column], []).append(case["dice"])
-    return {k: _stat(groups[k]) for k in _sort_keys(groups)}
+    return {k: stat(groups[k]) for k in sort_keys(groups)}
 
 
 def _by_organ(rows: Sequence[Row], column: str) -> dict[str, dict[str, Any]]:
     values: dict[str, list[float]] = {}
     for row in rows:
         values.setdefault(str(row["organ"]), []).append(float(row.get(column, math.nan)))
-    return {organ: _stat(v) for organ, v in values.items()}
+    return {organ: stat(v) for organ, v in values.items()}
 
 
 def _by_organ_and_tracer(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """organ -> tracer -> mean Dice over that tracer's cases (tracers without a value left out)."""
     values: dict[str, dict[str, list[float]]] = {}
     for row in rows:
-        tracer = _group_key("tracer", row.get("tracer"))
+        tracer = group_key("tracer", row.get("tracer"))
         values.setdefault(str(row["organ"]), {}).setdefault(tracer, []).append(float(row["dice"]))
     out = {}
     for organ, per_tracer in values.items():
-        stats = {t: _stat(per_tracer[t]) for t in _sort_keys(per_tracer)}
+        stats = {t: stat(per_tracer[t]) for t in sort_keys(per_tracer)}
         out[organ] = {t: st["mean"] for t, st in stats.items() if st["n"]}
     return out
 
@@ -140,8 +140,8 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
     ``by_tracer_and_dose_reduction_factor`` and ``metrics_by_organ`` (HD95, NSD, errors)."""
     if not rows:
         raise ValueError("no metric rows to summarise")
-    cases = _cases(rows)
-    overall = _stat(c["dice"] for c in cases.values())
+    cases = case_table(rows)
+    overall = stat(c["dice"] for c in cases.values())
     details: dict[str, Any] = {"overall": overall, "by_organ": _by_organ(rows, "dice")}
     for column, key in GROUPS.items():
         details[key] = _grouped(cases, column)
@@ -172,19 +172,19 @@ def _sweep_rows(dose_sweep_rows: Sequence[Row] | Mapping[float, Sequence[Row]]) 
 
 def summarize_dose_sweep(rows: Sequence[Row]) -> dict[str, Any]:
     """Mean Dice per swept dose factor, overall and per tracer (case means as in :func:`summarize`)."""
-    levels = _sort_keys(_group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) for r in rows)
+    levels = sort_keys(group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) for r in rows)
     details, by_tracer = {}, {}
     for level in levels:
-        level_rows = [r for r in rows if _group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) == level]
-        cases = _cases(level_rows)
-        details[level] = _stat(c["dice"] for c in cases.values())
+        level_rows = [r for r in rows if group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) == level]
+        cases = case_table(level_rows)
+        details[level] = stat(c["dice"] for c in cases.values())
         for tracer, s in _grouped(cases, "tracer").items():
             by_tracer.setdefault(tracer, {})[level] = s["mean"]
     return {"by_dose_reduction_factor": _means(details), "by_tracer": by_tracer, "details": details}
 
 
 # ----------------------------------------------------------------------------- writing helpers
-def _replace_into(path: Path, write) -> None:
+def replace_into(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
@@ -193,23 +193,23 @@ def _replace_into(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_text(path: Path, text: str) -> None:
+    replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     try:
-        _replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """NaN / inf -> null (strict JSON), recursively."""
     if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -225,13 +225,13 @@ def _write_csv(path: Path, rows: Sequence[Row]) -> None:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
-    _replace_into(path, write)
+    replace_into(path, write)
 
 
 # ----------------------------------------------------------------------------- figures
 def _dice_heatmap(path: Path, by_organ_and_tracer: Mapping[str, Mapping[str, float]]) -> None:
     organs = list(by_organ_and_tracer)
-    tracers = _sort_keys(t for v in by_organ_and_tracer.values() for t in v)
+    tracers = sort_keys(t for v in by_organ_and_tracer.values() for t in v)
     grid = np.array([[by_organ_and_tracer[o].get(t, math.nan) for t in tracers] for o in organs])
     fig, ax = plt.subplots(figsize=(2.5 + 1.0 * len(tracers), 1.2 + 0.32 * len(organs)))
     im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
@@ -244,7 +244,7 @@ def _dice_heatmap(path: Path, by_organ_and_tracer: Mapping[str, Mapping[str, flo
     ax.set_xlabel("tracer")
     ax.set_title("mean Dice per organ and tracer")
     fig.colorbar(im, ax=ax, fraction=0.05, label="Dice")
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
@@ -255,7 +255,7 @@ def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
                 yerr=[0.0 if math.isnan(s["sd"]) else s["sd"] for s in overall.values()],
                 color="black", marker="o", linewidth=2, capsize=3, label="all cases (mean ± sd)")
     for tracer, values in by_tracer.items():
-        keys = _sort_keys(values)
+        keys = sort_keys(values)
         ax.plot([float(k) for k in keys], [values[k] for k in keys], marker=".", linestyle="--",
                 label=tracer)
     if min(x) > 0:
@@ -268,7 +268,7 @@ def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _organ_projections(labels: np.ndarray) -> dict[int, np.ndarray]:
@@ -334,18 +334,18 @@ def mip_figure(out_png: str | Path, pet: np.ndarray, ref_labels: np.ndarray,
     fig.suptitle(title)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    _save_figure(fig, out_png)
+    save_figure(fig, out_png)
     return out_png
 
 
 # ----------------------------------------------------------------------------- tables
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _mean_sd(s: Mapping[str, Any], digits: int = 3) -> str:
+def mean_sd(s: Mapping[str, Any], digits: int = 3) -> str:
     """``mean ± sd`` (sd left out for one value), with the number of infinite values if any."""
     inf = f" ({s['n_inf']}× inf)" if s["n_inf"] else ""
     if not s["n"]:
@@ -362,54 +362,61 @@ def _tables(summary: Mapping[str, Any]) -> list[Table]:
     organ_metrics = summary["metrics_by_organ"]
     extra = list(next(iter(organ_metrics.values()), {}))
     tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd"],
-                            [[str(summary["n_cases"]), _mean_sd(details["overall"])]])]
+                            [[str(summary["n_cases"]), mean_sd(details["overall"])]])]
     organ_rows = []
     for organ, s in details["by_organ"].items():
-        cells = [organ, _mean_sd(s)] + [_mean_sd(organ_metrics[organ][m], 2) for m in extra]
+        cells = [organ, mean_sd(s)] + [mean_sd(organ_metrics[organ][m], 2) for m in extra]
         organ_rows.append(cells + [str(s["n"])])
     tables.append(("Per organ (surface metrics: mean over finite values, inf = organ missed)",
                    ["organ", "Dice"] + [METRIC_TITLES[m] for m in extra] + ["cases"], organ_rows))
     for column, key in GROUPS.items():
         tables.append((f"Per {GROUP_HEADERS[column]}", [GROUP_HEADERS[column], "mean Dice ± sd", "cases"],
-                       [[k, _mean_sd(s), str(s["n"])] for k, s in details[key].items()]))
+                       [[k, mean_sd(s), str(s["n"])] for k, s in details[key].items()]))
     tables.append(("Per tracer and dose reduction factor",
                    ["tracer", "dose reduction factor", "mean Dice ± sd", "cases"],
-                   [[t, k, _mean_sd(s), str(s["n"])]
+                   [[t, k, mean_sd(s), str(s["n"])]
                     for t, groups in details[TRACER_AND_DOSE].items() for k, s in groups.items()]))
-    tracers = _sort_keys(t for v in summary["by_organ_and_tracer"].values() for t in v)
+    tracers = sort_keys(t for v in summary["by_organ_and_tracer"].values() for t in v)
     tables.append(("Dice per organ and tracer", ["organ"] + tracers,
-                   [[o] + [_fmt(v.get(t, math.nan)) for t in tracers]
+                   [[o] + [fmt(v.get(t, math.nan)) for t in tracers]
                     for o, v in summary["by_organ_and_tracer"].items()]))
     if sweep := summary.get("dose_sweep"):
         levels = list(sweep["details"])
         tables.append(("Dose sweep (re-simulated dose levels)",
                        ["dose reduction factor", "all cases"] + list(sweep["by_tracer"]),
-                       [[lv, _mean_sd(sweep["details"][lv])]
-                        + [_fmt(sweep["by_tracer"][t].get(lv, math.nan)) for t in sweep["by_tracer"]]
+                       [[lv, mean_sd(sweep["details"][lv])]
+                        + [fmt(sweep["by_tracer"][t].get(lv, math.nan)) for t in sweep["by_tracer"]]
                         for lv in levels]))
     return tables
 
 
-def _markdown(title: str, tables: Sequence[Table], figures: Sequence[Path], eval_dir: Path) -> str:
-    lines = [f"# {title}", "", f"Aggregation: {AGGREGATION}.", ""]
+def render_markdown(title: str, intro: Sequence[str], tables: Sequence[Table],
+                    figures: Sequence[Path], root: Path) -> str:
+    """A Markdown page: title, ``intro`` paragraphs, the tables, figures linked relative to
+    ``root``."""
+    lines = [f"# {title}", ""]
+    for paragraph in intro:
+        lines += [paragraph, ""]
     for name, header, rows in tables:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     lines += ["## Figures", ""]
-    lines += [f"![{p.stem}]({p.relative_to(eval_dir).as_posix() if p.is_relative_to(eval_dir) else p})"
+    lines += [f"![{p.stem}]({p.relative_to(root).as_posix() if p.is_relative_to(root) else p})"
               for p in figures]
     return "\n".join(lines) + "\n"
 
 
-def _html(title: str, tables: Sequence[Table], figures: Sequence[Path]) -> str:
+def render_html(title: str, intro: Sequence[str], tables: Sequence[Table],
+                figures: Sequence[Path]) -> str:
+    """A self-contained HTML page of the same content (figures embedded as base64 PNG)."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
              "margin-bottom:1.5em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}th{background:#eee}"
              "img{max-width:100%;margin:0.5em 0;border:1px solid #ddd}</style></head><body>",
-             f"<h1>{esc(title)}</h1><p>Aggregation: {esc(AGGREGATION)}.</p>"]
+             f"<h1>{esc(title)}</h1>", *(f"<p>{esc(p)}</p>" for p in intro)]
     for name, header, rows in tables:
         parts.append(f"<h2>{esc(name)}</h2><table><tr>"
                      + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
@@ -426,15 +433,15 @@ def _html(title: str, tables: Sequence[Table], figures: Sequence[Path]) -> str:
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few lines for the terminal: overall mean Dice and the per-group means."""
-    lines = [f"mean Dice {_mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"]
+    lines = [f"mean Dice {mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"]
     for key in GROUPS.values():
         groups = summary["details"][key]
-        lines.append(f"  {key}: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in groups.items()))
+        lines.append(f"  {key}: " + ", ".join(f"{k} {mean_sd(s)}" for k, s in groups.items()))
     lines.append("  by_tracer_and_dose: " + ", ".join(
-        f"{t} x{k} {_mean_sd(s)}" for t, groups in summary["details"][TRACER_AND_DOSE].items()
+        f"{t} x{k} {mean_sd(s)}" for t, groups in summary["details"][TRACER_AND_DOSE].items()
         for k, s in groups.items()))
     if sweep := summary.get("dose_sweep"):
-        lines.append("  dose sweep: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in sweep["details"].items()))
+        lines.append("  dose sweep: " + ", ".join(f"{k} {mean_sd(s)}" for k, s in sweep["details"].items()))
     return "\n".join(lines)
 
 
@@ -467,9 +474,10 @@ def write_report(eval_dir: str | Path, rows: Sequence[Row], *,
         _dose_curve(figures[-1], summary["dose_sweep"]["details"], summary["dose_sweep"]["by_tracer"],
                     "Robustness: Dice at re-simulated dose levels")
     figures += [Path(p) for p in mip_pngs]
-    _replace_into(eval_dir / "summary.json",
-                  lambda tmp: tmp.write_text(json.dumps(_json_safe(summary), indent=1)))
+    replace_into(eval_dir / "summary.json",
+                  lambda tmp: tmp.write_text(json.dumps(json_safe(summary), indent=1)))
     tables = _tables(summary)
-    _write_text(eval_dir / "report.md", _markdown(title, tables, figures, eval_dir))
-    _write_text(eval_dir / "report.html", _html(title, tables, figures))
+    intro = [f"Aggregation: {AGGREGATION}."]
+    write_text(eval_dir / "report.md", render_markdown(title, intro, tables, figures, eval_dir))
+    write_text(eval_dir / "report.html", render_html(title, intro, tables, figures))
     return summary
