@@ -119,6 +119,13 @@ def normalized_surface_dice(pred: np.ndarray, ref: np.ndarray, label: int, spaci
     return _surface_metrics(p, r, _spacing(spacing, p.ndim), tolerance_mm=tolerance_mm)[1]
 
 
+def touches_edge(mask: np.ndarray) -> bool:
+    """Whether ``mask`` has a voxel in the first or last slice along any axis (a structure that
+    the field of view may cut)."""
+    mask = np.asarray(mask, bool)
+    return any(np.take(mask, i, axis=a).any() for a in range(mask.ndim) for i in (0, -1))
+
+
 def volume_ml(labels: np.ndarray, label: int, spacing: Sequence[float]) -> float:
     """Volume of organ ``label`` in millilitres."""
     labels = np.asarray(labels)

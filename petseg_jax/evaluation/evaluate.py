@@ -35,7 +35,9 @@ DOSE_SWEEP_SEED = 1234
 
 def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image: np.ndarray,
               schema: LabelSchema, **extra: Any) -> list[dict]:
-    """One row per organ: overlap, surface, volume and SUV metrics plus the case's metadata."""
+    """One row per organ: overlap, surface, volume and SUV metrics plus the case's metadata, and
+    ``fov_truncated``: the organ's reference touches the volume's first or last slice along an
+    axis (the field of view cuts it; the report leaves such rows out of its means)."""
     spacing = tuple(case["spacing"])
     meta = case["metadata"]
     suv = image * (case["suv_factor"] if case.get("suv_factor") else 1.0)
@@ -44,7 +46,9 @@ def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image
         row = {"case_id": case_id, "organ": schema.name_of(label), "tracer": meta["tracer"],
                "center": meta["center"],
                "dose_reduction_factor": float(meta["dose_reduction_factor"]),
-               "attenuation_corrected": bool(meta["attenuation_corrected"])}
+               "attenuation_corrected": bool(meta["attenuation_corrected"]),
+               "field_of_view": meta.get("field_of_view"),
+               "fov_truncated": metrics.touches_edge(ref == label)}
         row |= metrics.organ_metrics(pred, ref, label, spacing, suv, NSD_TOLERANCE_MM)
         rows.append(row | extra)
     return rows

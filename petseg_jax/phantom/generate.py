@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import multiprocessing
 import shutil
 import sys
 import zlib
@@ -328,7 +329,8 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
             rows.append(write_case(out, plan, spacing_mm))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: the scanner model runs JAX, which must not be forked once started
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(write_case, out, plan, spacing_mm) for plan in plans]
             for f in futures:
                 f.add_done_callback(lambda _: bar.update())

@@ -159,3 +159,14 @@ def test_matches_monai_when_installed():
         np.testing.assert_allclose(metrics.normalized_surface_dice(p, r, 1, spacing, 3.0), float(nsd), rtol=1e-6)
         np.testing.assert_allclose(metrics.dice(p, r, 1), float(dc), rtol=1e-6)
 
+
+
+def test_touches_edge():
+    mask = np.zeros((5, 6, 7), bool)
+    mask[2, 2, 2:4] = True
+    assert not metrics.touches_edge(mask)
+    for index in ((0, 2, 2), (2, 5, 2), (4, 3, 3), (2, 2, 6)):
+        m = mask.copy()
+        m[index] = True
+        assert metrics.touches_edge(m), index
+    assert not metrics.touches_edge(np.zeros((3, 3, 3), bool))

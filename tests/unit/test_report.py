@@ -58,6 +58,25 @@ def test_summary_numbers_from_hand_made_rows():
     assert hd["mean"] == 3.0 and hd["n"] == 1 and hd["n_inf"] == 1
 
 
+def test_by_fov_and_truncated_organs_left_out(tmp_path):
+    rows = [dict(r, field_of_view="total_body") for r in ROWS[:4]]
+    rows += [dict(ROWS[4], field_of_view="conventional"),
+             dict(ROWS[5], field_of_view="conventional", fov_truncated=True)]
+    s = report.summarize(rows)
+    assert s["n_fov_truncated"] == 1
+    assert s["by_fov"] == pytest.approx({"conventional": 0.5, "total_body": 0.8})
+    assert s["by_organ"]["kidney"] == pytest.approx(0.6)  # c's cut kidney left out
+    assert "PSMA" not in s["by_organ_and_tracer"]["kidney"]
+    assert "unknown" in report.summarize(ROWS)["by_fov"]  # no metadata column: one group
+    report.write_report(tmp_path, rows)
+    with (tmp_path / "cases.csv").open() as f:
+        written = list(csv.DictReader(f))
+    assert [r["fov_truncated"] for r in written] == [""] * 5 + ["True"]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Per field of view" in md and "| conventional | 0.500 | 1 |" in md
+    assert "cut by the field of view" in md
+
+
 def test_inconsistent_or_incomplete_rows_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="different metadata"):
         report.summarize(ROWS + [_row("a", "spleen", "PSMA", "X", 1.0, True, 0.5)])
