@@ -23,11 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from petseg_jax.physics.acquisition import Scan, draw_counts, expected_scan, thin_counts
-from petseg_jax.physics.reconstruction import gaussian_blur, reconstruct
+from petseg_jax.physics.acquisition import Scan
+from petseg_jax.physics.reconstruction import gaussian_blur
+from petseg_jax.physics.simulation import Condition, Imaging, simulate
+from petseg_jax.physics.simulation import acquire as physics_acquire
 
-__all__ = ["CENTERS", "Center", "acquire", "gaussian_blur", "image_of", "simulate_scan",
-           "simulate_scans"]
+__all__ = ["CENTERS", "Center", "acquire", "gaussian_blur", "simulate_scan", "simulate_scans"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Center:
         which converged OSEM recovers, so the post-filter's FWHM is what is left."""
         return self.post_fwhm_mm
 
+    @property
+    def imaging(self) -> Imaging:
+        """How the site reconstructs: PSF modelled, post-filter, calibration."""
+        return Imaging(self.psf_fwhm_mm, self.post_fwhm_mm, self.calibration)
+
 
 # count levels: NEMA NU 2-2018 sensitivity x a clinical acquisition time (BUILD_NOTES.md)
 CENTERS: dict[str, Center] = {c.name: c for c in (
@@ -58,56 +64,24 @@ CENTERS: dict[str, Center] = {c.name: c for c in (
     Center("center_c", 5.0, 5.0, (4.8, 4.8, 4.0), 3000.0, 1.04),
 )}
 
-Condition = tuple[float, bool]  # (dose reduction factor, attenuation corrected)
-
-
 def simulate_scans(activity: np.ndarray, mu: np.ndarray, spacing, center: Center,
                    conditions: Sequence[Condition], count_yield: float,
-                   rng: np.random.Generator, field_of_view: str = "total_body",
-                   iterations: int | None = None) -> dict[Condition, np.ndarray]:
+                   rng: np.random.Generator, field_of_view: str = "total_body"
+                   ) -> dict[Condition, np.ndarray]:
     """PET images (float32 Bq/ml; NAC in uncorrected Bq/ml) of one acquisition, one per
-    ``(dose_reduction_factor, attenuation_corrected)`` condition.
-
-    The full-dose counts are drawn once; each factor thins them (AC and NAC share the thinned
-    counts). Each factor's draws depend only on ``rng``'s state and the factor, so a condition
-    reproduces whatever other conditions are asked for.
-    """
-    conditions = [(float(k), bool(ac)) for k, ac in conditions]
-    if not conditions:
-        raise ValueError("simulate_scans needs at least one (factor, AC) condition")
-    bad = [k for k, _ in conditions if not k >= 1.0]
-    if bad:
-        raise ValueError(f"dose reduction factors must be >= 1, got {bad}")
+    ``(dose_reduction_factor, attenuation_corrected)`` condition; the full-dose counts are
+    drawn once and thinned for each factor (:func:`petseg_jax.physics.simulation.simulate`)."""
     scan = acquire(activity, mu, spacing, center, count_yield, field_of_view)
-    base = int(rng.integers(2**62))
-    full = draw_counts(scan.prompts, np.random.default_rng([base, 0]))
-    images = {}
-    for k in dict.fromkeys(k for k, _ in conditions):
-        counts = thin_counts(full, k, np.random.default_rng([base, 1, round(k * 1e6)]))
-        for ac in dict.fromkeys(a for kk, a in conditions if kk == k):
-            images[(k, ac)] = image_of(scan, counts, k, ac, center, iterations)
-    return images
+    return simulate(scan, conditions, rng, center.imaging)
 
 
 def acquire(activity: np.ndarray, mu: np.ndarray, spacing, center: Center, count_yield: float,
             field_of_view: str = "total_body") -> Scan:
-    """The expected full-dose data of a subject scanned at ``center`` (PSF on the activity)."""
+    """The expected full-dose data of a subject scanned at ``center``."""
     if not count_yield > 0:
         raise ValueError(f"count_yield must be > 0, got {count_yield}")
-    blurred = gaussian_blur(np.asarray(activity, np.float32), center.psf_fwhm_mm, spacing)
-    return expected_scan(blurred, mu, spacing, field_of_view,
-                         center.counts_per_kbq * count_yield / 1000.0)
-
-
-def image_of(scan: Scan, counts: np.ndarray, dose_reduction_factor: float,
-             attenuation_corrected: bool, center: Center, iterations: int | None = None
-             ) -> np.ndarray:
-    """The center's image of ``counts``: OSEM with its PSF modelled, post-filter, calibration.
-    ``counts = scan.prompts`` (expected, not drawn) gives the noise-free image."""
-    image = reconstruct(scan, counts, dose_reduction_factor, attenuation_corrected, iterations,
-                        center.psf_fwhm_mm)
-    image = gaussian_blur(image, center.post_fwhm_mm, scan.spacing)
-    return (image * np.float32(center.calibration)).astype(np.float32)
+    return physics_acquire(activity, mu, spacing, field_of_view,
+                           center.counts_per_kbq * count_yield / 1000.0, center.psf_fwhm_mm)
 
 
 def simulate_scan(activity: np.ndarray, mu: np.ndarray, spacing, center: Center,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petseg_jax.phantom.scanner import CENTERS, acquire, image_of, simulate_scans
+from petseg_jax.phantom.scanner import CENTERS, acquire, simulate_scans
 from petseg_jax.physics import acquisition, reconstruction
 from petseg_jax.physics.projector import SliceGeometry, subset_projector
+from petseg_jax.physics.simulation import image_of
 from petseg_jax.physics.scanners import SCANNER_CLASSES, axial_sensitivity, bed_starts
 
 FACTORS = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)
@@ -97,7 +98,7 @@ def scans():
     images = simulate_scans(activity, mu, SPACING, center, conditions, 1.0,
                             np.random.default_rng(0))
     scan = acquire(activity, mu, SPACING, center, 1.0)
-    truth = {ac: image_of(scan, scan.prompts, 1.0, ac, center) for ac in (True, False)}
+    truth = {ac: image_of(scan, scan.prompts, 1.0, ac, center.imaging) for ac in (True, False)}
     masks["liver_core"] = ndimage.binary_erosion(masks["liver"], iterations=3)
     masks["uniform"] = masks["body"] & ~ndimage.binary_dilation(
         masks["liver"] | masks["lung"] | masks["hot"], iterations=3)
@@ -163,7 +164,7 @@ def test_point_source_resolution(center):
     activity = np.zeros((64, 64, 12), np.float32)
     activity[32, 40, 6] = 1e7
     scan = acquire(activity, np.zeros_like(activity), (2.0, 2.0, 2.0), site, 1.0)
-    image = image_of(scan, scan.prompts, 1.0, True, site)
+    image = image_of(scan, scan.prompts, 1.0, True, site.imaging)
     peak = np.unravel_index(np.argmax(image), image.shape)
     for axis in range(3):
         line = np.moveaxis(image, axis, 0)[(slice(None),) + tuple(
