@@ -160,3 +160,20 @@ def test_mip_is_coronal_head_up_subject_right_on_viewer_left(tmp_path):
     assert cols.mean() < xs.min() + (xs.max() - xs.min()) / 2  # left half: subject's right
     with pytest.raises(ValueError, match="one shape"):
         report.mip_figure(tmp_path / "bad.png", pet, labels[:-1], labels, (2, 2, 2), "bad")
+
+
+def test_case_rows_flag_organs_cut_by_the_field_of_view():
+    from petseg_jax.data.schema import LabelSchema
+    from petseg_jax.evaluation.evaluate import case_rows
+
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:5, 2:5, 2:5] = 1
+    ref[3:6, 3:6, 5:8] = 2  # reaches the last slice along z
+    case = {"spacing": [2.0, 2.0, 2.0], "suv_factor": None,
+            "metadata": {"tracer": "FDG", "center": "X", "dose_reduction_factor": 1.0,
+                         "attenuation_corrected": True, "field_of_view": "conventional"}}
+    rows = case_rows("c1", case, ref, ref, np.ones(ref.shape, np.float32),
+                     LabelSchema(("liver", "spleen", "heart")))
+    assert [(r["organ"], r["fov_truncated"]) for r in rows] == [
+        ("liver", False), ("spleen", True), ("heart", False)]
+    assert {r["field_of_view"] for r in rows} == {"conventional"}
