@@ -100,7 +100,8 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
             suv = image * (case.get("suv_factor") or 1.0)
             report.mip_figure(png, suv, ref, pred, tuple(case["spacing"]),
                               f"{case_id} ({case['metadata']['tracer']}, "
-                              f"k={case['metadata']['dose_reduction_factor']:g})")
+                              f"k={case['metadata']['dose_reduction_factor']:g})",
+                              label_names={i: schema.name_of(i) for i in schema.foreground_ids})
             mips.append(png)
         if dose_sweep and float(case["metadata"]["dose_reduction_factor"]) == 1.0:
             count_scale = dose_lib.estimate_count_scale(image, case["metadata"])

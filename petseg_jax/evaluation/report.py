@@ -32,7 +32,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+
+from petseg_jax.inference import preview  # noqa: E402
+from petseg_jax.inference.preview import save_figure  # noqa: E402  (study_report uses it too)
 
 Row = Mapping[str, Any]
 # metadata column -> summary key of its group table
@@ -197,13 +199,6 @@ def write_text(path: Path, text: str) -> None:
     replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def save_figure(fig, path: Path) -> None:
-    try:
-        replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-
-
 def json_safe(obj: Any) -> Any:
     """NaN / inf -> null (strict JSON), recursively."""
     if isinstance(obj, Mapping):
@@ -271,71 +266,31 @@ def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
     save_figure(fig, path)
 
 
-def _organ_projections(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """label id -> its coronal (X, Z) projection: voxel of the organ anywhere along y."""
-    out = {}
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is not None:
-            proj = np.zeros((labels.shape[0], labels.shape[2]), dtype=bool)
-            proj[box[0], box[2]] = (labels[box] == i).any(axis=1)
-            out[i] = proj
-    return out
-
-
-def _organ_color(label_id: int) -> tuple[float, float, float]:
-    """A saturated colour per label id: golden-ratio hue steps, alternating brightness."""
-    hue = (label_id * 0.618034) % 1.0
-    return tuple(matplotlib.colors.hsv_to_rgb((hue, 0.9, 0.85 if label_id % 2 else 0.6)))
-
-
 def mip_figure(out_png: str | Path, pet: np.ndarray, ref_labels: np.ndarray,
                pred_labels: np.ndarray, spacing: Sequence[float], title: str,
                label_names: Mapping[int, str] | None = None) -> Path:
-    """Coronal maximum-intensity projection of a RAS ``(X, Y, Z)`` PET volume (max over y) with
-    organ contours, reference left and prediction right; head up, the subject's right on the
-    viewer's left (radiological convention), mm-true aspect. ``label_names`` adds a legend."""
+    """Coronal maximum-intensity projection of a RAS ``(X, Y, Z)`` PET volume (max over y),
+    reference left and prediction right, each organ filled semi-transparently in its colour
+    (:mod:`petseg_jax.inference.preview`); head up, the subject's right on the viewer's left
+    (radiological convention), mm-true aspect. ``label_names`` (id -> name) adds a legend."""
     pet, ref_labels, pred_labels = (np.asarray(a) for a in (pet, ref_labels, pred_labels))
     if pet.ndim != 3 or pet.shape != ref_labels.shape or pet.shape != pred_labels.shape:
         raise ValueError(f"mip_figure needs 3-D PET and label maps of one shape, got {pet.shape}, "
                          f"{ref_labels.shape}, {pred_labels.shape}")
     sx, _, sz = (float(s) for s in spacing)
-    nx, nz = pet.shape[0], pet.shape[2]
-
-    def view(a: np.ndarray) -> np.ndarray:  # (X, Z) -> rows: superior first; columns: right first
-        return a.T[::-1, ::-1]
-
-    mip = view(np.nan_to_num(pet.astype(np.float32)).max(axis=1))
-    vmax = float(np.percentile(mip, 99.5)) or float(mip.max()) or 1.0
-    extent = (0.0, nx * sx, 0.0, nz * sz)
-    xs = (np.arange(nx) + 0.5) * sx
-    ys = (nz - 0.5 - np.arange(nz)) * sz  # row i of the view is at height (nz - 0.5 - i) * sz
     height = 8.0
-    width = max(2 * height * (nx * sx) / (nz * sz) + (2.0 if label_names else 0.4), 4.0)
+    width = max(2 * height * (pet.shape[0] * sx) / (pet.shape[2] * sz)
+                + (2.2 if label_names else 0.4), 4.0)
     fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.6), sharey=True, layout="constrained")
-    handles = {}
+    vmax = preview.display_max(pet)
+    drawn = []
     for ax, labels, name in zip(axes, (ref_labels, pred_labels), ("reference", "prediction")):
-        ax.imshow(mip, cmap="gray_r", vmin=0.0, vmax=vmax, extent=extent, origin="upper",
-                  interpolation="nearest")
-        for label_id, proj in _organ_projections(labels).items():
-            color = _organ_color(label_id)
-            ax.contour(xs, ys, view(proj).astype(np.float32), levels=[0.5], colors=[color],
-                       linewidths=1.4)
-            handles[label_id] = plt.Line2D([], [], color=color, linewidth=2)
+        drawn += preview.draw_view(ax, pet, labels, spacing, "coronal", vmax)
         ax.set_title(name)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.text(0.02, 0.99, "R", transform=ax.transAxes, va="top", ha="left", color="tab:red")
-        ax.text(0.98, 0.99, "L", transform=ax.transAxes, va="top", ha="right", color="tab:red")
     if label_names:
-        ids = sorted(handles)
-        fig.legend([handles[i] for i in ids], [label_names.get(i, str(i)) for i in ids],
-                   loc="outside right center", fontsize=7, frameon=False)
+        preview.add_legend(fig, drawn, label_names)
     fig.suptitle(title)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, out_png)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------- tables
