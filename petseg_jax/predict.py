@@ -129,6 +129,9 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
     if is_dicom_input(args.input):
         from petseg_jax.inference.dicom_pipeline import predict_series
 
+        if isinstance(args.preview, str):
+            raise ValueError("--preview PNG names one file; each DICOM series gets its "
+                             "preview.png: give --preview alone")
         if args.output.exists() and not args.output.is_dir():
             raise NotADirectoryError(f"DICOM input writes a folder per series; {args.output} "
                                      "is a file")

@@ -163,12 +163,12 @@ def _override_text(value: Any) -> str:
 
 def train_command(plan: Mapping[str, Any], task: Task, out: Path) -> list[str]:
     """The ``python -m petseg_jax.train`` command line of one run."""
-    overrides = [*plan["overrides"], ("seed", task.seed),
-                 *((f"data.split.{k}", v)
-                   for k, v in plan["folds"][task.protocol][task.fold]["split"].items())]
+    run_keys = [("seed", task.seed), *((f"data.split.{k}", v) for k, v in
+                                       plan["folds"][task.protocol][task.fold]["split"].items())]
     return [sys.executable, "-m", "petseg_jax.train", "--config", plan["config_file"],
             "--workdir", str(out / task.name),
-            *(f"--config.{k}={_override_text(v)}" for k, v in overrides)]
+            *(f"--config.{k}={text}" for k, text in plan["overrides"]),  # as the user typed
+            *(f"--config.{k}={_override_text(v)}" for k, v in run_keys)]
 
 
 def check_run_config(plan: Mapping[str, Any], task: Task, out: Path) -> None:

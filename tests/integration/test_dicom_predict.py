@@ -168,6 +168,9 @@ def test_cli_errors_for_dicom(dicom_folder, export_dir, tmp_path):
     with pytest.raises(SystemExit, match="DICOM output .* needs DICOM input"):
         predict.main(["--model", str(export_dir), "-i", str(pet), "-o", str(tmp_path / "x"),
                       "--output-type", "dicom_seg"])
+    with pytest.raises(SystemExit, match="each DICOM series gets its preview.png"):
+        predict.main(["--model", str(export_dir), "-i", str(dicom_folder), "-o",
+                      str(tmp_path / "y"), "--preview", str(tmp_path / "p.png")])
     with pytest.raises(SystemExit, match="no series 9.9"):
         predict.main(["--model", str(export_dir), "-i", str(dicom_folder), "-o",
                       str(tmp_path / "y"), "--series", "9.9"])
