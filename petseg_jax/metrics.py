@@ -249,11 +249,12 @@ def organ_statistics(image_suv: np.ndarray, labels: np.ndarray, spacing: Sequenc
             "suv_median": float(np.median(values)) if values.size else float("nan"),
             "sul_mean": mean * sul_per_suv if sul_per_suv is not None else float("nan"),
             "suvbsa_mean": mean * bsa_per_suv if bsa_per_suv is not None else float("nan"),
-            "fov_truncated": box is not None and _box_touches(box, labels.shape),
+            "fov_truncated": box is not None and box_touches_edge(box, labels.shape),
             **{c: provenance[c] for c in PROVENANCE_COLUMNS}})
     return rows
 
 
-def _box_touches(box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
-    """Whether an organ's tight bounding box reaches the first or last slice of any axis."""
+def box_touches_edge(box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """Whether an organ's tight bounding box (``ndimage.find_objects``) reaches the first or
+    last slice of any axis of a volume of ``shape``: the field of view may cut the organ."""
     return any(b.start == 0 or b.stop == n for b, n in zip(box, shape))

@@ -1,8 +1,10 @@
 """Evaluation report from per-(case, organ) metric rows: the paper's tables, figures and files.
 
 A row is a dict with at least ``case_id``, ``organ`` and ``dice``, the case's metadata ``tracer``,
-``center``, ``dose_reduction_factor`` and ``attenuation_corrected`` (a missing value groups as
-``"unknown"``), and any further metrics (``hd95_mm``, ``nsd``, volume and SUV errors, ...).
+``center``, ``dose_reduction_factor``, ``attenuation_corrected`` and ``field_of_view`` (a
+missing value groups as ``"unknown"``), and any further metrics (``hd95_mm``, ``nsd``, volume and
+SUV errors, ...). A row with ``fov_truncated`` true (the organ's reference touches the scan's
+edge: the field of view cuts it) is written to ``cases.csv`` but left out of every mean.
 
 Aggregation (the paper's convention): a case's Dice is the mean over its organs, organs with a NaN
 Dice (absent from the reference) left out; a group's mean Dice and sd are the mean and sample sd
@@ -40,10 +42,11 @@ Row = Mapping[str, Any]
 # metadata column -> summary key of its group table
 GROUPS = {"tracer": "by_tracer", "center": "by_center",
           "dose_reduction_factor": "by_dose_reduction_factor",
-          "attenuation_corrected": "by_attenuation_correction"}
+          "attenuation_corrected": "by_attenuation_correction", "field_of_view": "by_fov"}
 GROUP_HEADERS = {"tracer": "tracer", "center": "center",
                  "dose_reduction_factor": "dose reduction factor",
-                 "attenuation_corrected": "attenuation correction"}
+                 "attenuation_corrected": "attenuation correction",
+                 "field_of_view": "field of view"}
 TRACER_AND_DOSE = "by_tracer_and_dose_reduction_factor"  # the paper's per-tracer dose table
 SWEEP_COLUMN = "swept_dose_factor"
 # per-organ metric columns summarised besides Dice, when present in the rows
@@ -52,8 +55,15 @@ ORGAN_METRICS = ("hd95_mm", "hd95", "nsd", "volume_ml_rel_error", "suv_mean_rel_
 METRIC_TITLES = {"hd95_mm": "HD95 (mm)", "hd95": "HD95", "nsd": "NSD",
                  "volume_ml_rel_error": "volume rel. error", "suv_mean_rel_error": "SUVmean rel. error",
                  "suv_max_rel_error": "SUVmax rel. error", "suv_peak_rel_error": "SUVpeak rel. error"}
-AGGREGATION = ("case Dice = mean over the case's organs (NaN organs excluded); group mean and "
-               "sample sd over cases; per organ: over cases with a finite value")
+AGGREGATION = ("case Dice = mean over the case's organs (NaN organs and organs cut by the field "
+               "of view excluded); group mean and sample sd over cases; per organ: over cases "
+               "with a finite value")
+TRUNCATED = "fov_truncated"
+
+
+def counted(row: Row) -> bool:
+    """Whether a row enters the means: not an organ cut by the field of view."""
+    return not bool(row.get(TRUNCATED, False))
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -97,7 +107,8 @@ def case_table(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
         if case["meta"] != meta:
             raise ValueError(f"case {row['case_id']!r} has rows with different metadata: "
                              f"{case['meta']} vs {meta}")
-        case["dices"].append(float(row["dice"]))
+        if counted(row):
+            case["dices"].append(float(row["dice"]))
     for case in per_case.values():
         dices = [d for d in case.pop("dices") if not math.isnan(d)]
         case["dice"] = float(np.mean(dices)) if dices else math.nan
@@ -114,14 +125,15 @@ def _grouped(cases: Mapping[str, Mapping[str, Any]], column: str) -> dict[str, d
 def _by_organ(rows: Sequence[Row], column: str) -> dict[str, dict[str, Any]]:
     values: dict[str, list[float]] = {}
     for row in rows:
-        values.setdefault(str(row["organ"]), []).append(float(row.get(column, math.nan)))
+        values.setdefault(str(row["organ"]), []).append(
+            float(row.get(column, math.nan)) if counted(row) else math.nan)
     return {organ: stat(v) for organ, v in values.items()}
 
 
 def _by_organ_and_tracer(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """organ -> tracer -> mean Dice over that tracer's cases (tracers without a value left out)."""
     values: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
+    for row in filter(counted, rows):
         tracer = group_key("tracer", row.get("tracer"))
         values.setdefault(str(row["organ"]), {}).setdefault(tracer, []).append(float(row["dice"]))
     out = {}
@@ -153,6 +165,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
         tracer_cases = {k: c for k, c in cases.items() if c["meta"]["tracer"] == tracer}
         details[TRACER_AND_DOSE][tracer] = _grouped(tracer_cases, "dose_reduction_factor")
     return {"n_cases": len(cases), "n_rows": len(rows),
+            "n_fov_truncated": sum(not counted(r) for r in rows),
             "mean_dice": overall["mean"], "sd_dice": overall["sd"],
             **{key: _means(details[key]) for key in ("by_organ", *GROUPS.values())},
             "by_organ_and_tracer": _by_organ_and_tracer(rows),
@@ -316,8 +329,10 @@ def _tables(summary: Mapping[str, Any]) -> list[Table]:
     details = summary["details"]
     organ_metrics = summary["metrics_by_organ"]
     extra = list(next(iter(organ_metrics.values()), {}))
-    tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd"],
-                            [[str(summary["n_cases"]), mean_sd(details["overall"])]])]
+    tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd",
+                                        "(case, organ) pairs cut by the field of view, left out"],
+                            [[str(summary["n_cases"]), mean_sd(details["overall"]),
+                              str(summary.get("n_fov_truncated", 0))]])]
     organ_rows = []
     for organ, s in details["by_organ"].items():
         cells = [organ, mean_sd(s)] + [mean_sd(organ_metrics[organ][m], 2) for m in extra]
@@ -388,7 +403,8 @@ def render_html(title: str, intro: Sequence[str], tables: Sequence[Table],
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few lines for the terminal: overall mean Dice and the per-group means."""
-    lines = [f"mean Dice {mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"]
+    lines = [f"mean Dice {mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"
+             f" ({summary.get('n_fov_truncated', 0)} organs cut by the field of view left out)"]
     for key in GROUPS.values():
         groups = summary["details"][key]
         lines.append(f"  {key}: " + ", ".join(f"{k} {mean_sd(s)}" for k, s in groups.items()))

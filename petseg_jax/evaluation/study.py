@@ -329,7 +329,9 @@ def read_case_rows(path: Path) -> list[dict[str, Any]]:
             rows.append({"case_id": row["case_id"], "organ": row["organ"],
                          "tracer": row["tracer"], "center": row["center"],
                          "dose_reduction_factor": float(row["dose_reduction_factor"]),
-                         "attenuation_corrected": ac == "True", "dice": float(row["dice"])})
+                         "attenuation_corrected": ac == "True", "dice": float(row["dice"]),
+                         "field_of_view": row.get("field_of_view") or None,
+                         "fov_truncated": row.get("fov_truncated") == "True"})
     if not rows:
         raise StudyError(f"{path} has no rows")
     return rows
