@@ -26,7 +26,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
+_OVERRIDE = re.compile(r"^--config\.([^=]+)")
 
 
 class ConfigError(ValueError):
@@ -133,6 +133,26 @@ def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
     return config
 
 
+def override_pairs(args: Sequence[str]) -> list[tuple[str, str]]:
+    """``(key, value text)`` of each ``--config.key=value`` (or ``--config.key value``) argument;
+    any other argument is a :class:`ConfigError`. The values are parsed by :func:`load_config`."""
+    pairs, args, i = [], list(args), 0
+    while i < len(args):
+        match = _OVERRIDE.match(args[i])
+        if not match:
+            raise ConfigError(f"unexpected argument {args[i]!r} (config overrides are "
+                              "--config.key=value)")
+        _, eq, text = args[i].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{args[i]} needs a value")
+            i += 1
+            text = args[i]
+        pairs.append((match.group(1), text))
+        i += 1
+    return pairs
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """The config file at ``path`` with ``--config.key=value`` arguments applied, locked.
 
@@ -141,22 +161,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     a numeric tuple (``--config.data.patch_size=64``).
     """
     config = load_config_file(path)
-    overrides = list(overrides)
-    known, keys, value_next = _paths(config), [], False
-    for arg in overrides:
-        match = _OVERRIDE.match(arg)
-        if value_next and not match:  # the value of `--config.key value`
-            value_next = False
-            continue
-        if not match:
-            raise ConfigError(f"unexpected argument {arg!r} (config overrides are "
-                              "--config.key=value)")
-        if match.group(1) not in known:
-            raise unknown_key_error(match.group(1), [k for k, _ in leaves(config)],
-                                    "the command line")
-        keys.append(match.group(1))
-        value_next = "=" not in arg
-    argv = ["petseg", *overrides]
+    pairs = override_pairs(overrides)
+    known = _paths(config)
+    for key, _ in pairs:
+        if key not in known:
+            raise unknown_key_error(key, [k for k, _ in leaves(config)], "the command line")
+    argv = ["petseg", *(f"--config.{key}={text}" for key, text in pairs)]
     values = flags.FlagValues()
     config_flags.DEFINE_config_dict("config", config, flag_values=values, lock_config=True,
                                     sys_argv=argv)
@@ -167,7 +177,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     if len(rest) > 1:
         raise ConfigError(f"unexpected arguments {rest[1:]}")
     config = values.config
-    _fill_numeric_tuples(config, keys)
+    _fill_numeric_tuples(config, [key for key, _ in pairs])
     check_config(config, "the command line")
     config.lock()
     return config

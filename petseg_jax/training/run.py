@@ -89,7 +89,7 @@ def prepare_run(config: ml_collections.ConfigDict, write_record: bool = True) ->
                             f"uses {store}; use a new workdir")
         splits = spec["splits"]
     else:
-        splits = make_splits(manifest["cases"], config.data.split, config.seed)
+        splits = make_splits(manifest["cases"], config.data.split)
         spec = make_inference_spec(config, schema, manifest, splits, store)
         if write_record and main_process:
             workdir.mkdir(parents=True, exist_ok=True)
