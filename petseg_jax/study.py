@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from petseg_jax.configuration import ConfigError, override_pairs
-from petseg_jax.console import setup_logging
+from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.evaluation import study
 from petseg_jax.evaluation.study_report import StudyError, format_study
 
@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     print(f"study written to {out / 'study.md'} and {out / 'study.html'}")
     return summary
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     main()
