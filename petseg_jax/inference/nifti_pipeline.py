@@ -2,10 +2,11 @@
 
 A :class:`Predictor` is ``predict_fn(params, x)`` (normalized ``(N, X, Y, Z, C)`` float32 ->
 logits ``(N, X, Y, Z, K)``), its ``params`` and its inference spec (:mod:`.spec`). A case goes:
-load and validate -> reorient to RAS -> resample (linear) to the spec's spacing -> normalize (SUV
-when a factor is known, else per case) -> :func:`.segment.segment` (sliding window with argmax
-inside the program, optional largest component per organ) -> nearest-neighbour back onto the
-input grid -> integer NIfTI with the input's header, written atomically. Per-organ volume and SUV statistics are computed on the
+load and validate -> reorient to RAS -> resample (linear, in blocks of planes) to the spec's
+spacing -> normalize in place (SUV when a factor is known, else per case) ->
+:func:`.segment.segment` (sliding window streamed slab by slab, optional largest component per
+organ) -> nearest-neighbour back onto the input grid (in blocks) -> integer NIfTI with the
+input's header, written atomically. Per-organ volume and SUV statistics are computed on the
 input grid. A restored checkpoint and an exported model run the same code, so their label maps
 agree whenever their logits do.
 """
@@ -25,7 +26,9 @@ from petseg_jax import metrics
 from petseg_jax.data import nifti
 from petseg_jax.data.normalization import intensity_stats, normalize
 from petseg_jax.inference.segment import segment
+from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.inference.spec import check_spec, spec_schema
+from petseg_jax.resources import Stages
 
 STATS_COLUMNS = ("case", "label", "organ", "volume_ml", "suv_mean", "suv_max", "suv_peak",
                  "units")
@@ -107,19 +110,29 @@ class Predictor:
 
     def predict_image(self, img: nib.Nifti1Image, suv_factor: float | None = None,
                       mirror: bool = False, largest_component: bool = False,
-                      name: str = "?") -> np.ndarray:
-        """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``)."""
+                      name: str = "?", progress: Progress | None = None,
+                      stages: Stages | None = None) -> np.ndarray:
+        """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``).
+
+        ``progress(windows_done, windows_total)`` follows the sliding window; ``stages`` gets
+        the seconds of ``resample``, ``windows`` and ``post-processing``.
+        """
         spec = self.spec
-        ras = nifti.to_ras(img)
-        data, affine = nifti.resample_to_spacing(nifti.array(ras), ras.affine, spec["spacing"],
-                                                 order=1)
-        x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
-                      case_id=name)
+        stages = stages or Stages()
+        with stages("resample"):
+            ras = nifti.to_ras(img)
+            data, affine = nifti.resample_to_spacing(nifti.array(ras), ras.affine,
+                                                     spec["spacing"], order=1)
+            x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
+                          case_id=name, out=data)
         labels = segment(x, spec["spacing"], self.predict_fn, self.params, spec,
                          window=window_size(x.shape, spec["patch_size"], spec["total_stride"]),
-                         mirror=mirror, largest_component=largest_component)
-        labels = nifti.to_original_grid(labels, affine, img, order=0)
-        return labels.astype(self.label_dtype)
+                         mirror=mirror, largest_component=largest_component,
+                         progress=progress, stages=stages)
+        del data, x
+        with stages("resample"):
+            labels = nifti.to_original_grid(labels, affine, img, order=0)
+        return labels.astype(self.label_dtype, copy=False)
 
     def organ_stats(self, img: nib.Nifti1Image, labels: np.ndarray, suv_factor: float | None,
                     name: str) -> list[dict[str, Any]]:
@@ -139,19 +152,27 @@ class Predictor:
 
     def predict_nifti(self, input_path: str | Path, output_path: str | Path,
                       stats: str | Path | None = None, suv_factor: float | None = None,
-                      mirror: bool = False, largest_component: bool = False
+                      mirror: bool = False, largest_component: bool = False,
+                      progress: Progress | None = None, stages: Stages | None = None
                       ) -> list[dict[str, Any]]:
         """Predict one file; write the label map (and the stats CSV when ``stats`` is given).
 
-        Returns the per-organ statistics rows. Nothing is written when the input is invalid.
+        Returns the per-organ statistics rows. Nothing is written when the input is invalid;
+        outputs are written atomically. ``stages`` gets the seconds of ``read``, ``resample``,
+        ``windows``, ``post-processing`` (with the organ statistics) and ``write``.
         """
+        stages = stages or Stages()
         output_path = check_output_path(output_path)
-        img = load_input(input_path)
+        with stages("read"):
+            img = load_input(input_path)
         name = case_name(input_path)
-        labels = self.predict_image(img, suv_factor, mirror, largest_component, name)
-        rows = self.organ_stats(img, labels, suv_factor, name)
-        output_path.parent.mkdir(parents=True, exist_ok=True)
-        nifti.save_like(output_path, labels, img)
-        if stats is not None:
-            write_stats_csv(stats, rows)
+        labels = self.predict_image(img, suv_factor, mirror, largest_component, name, progress,
+                                    stages)
+        with stages("post-processing"):
+            rows = self.organ_stats(img, labels, suv_factor, name)
+        with stages("write"):
+            output_path.parent.mkdir(parents=True, exist_ok=True)
+            nifti.save_like(output_path, labels, img)
+            if stats is not None:
+                write_stats_csv(stats, rows)
         return rows
