@@ -189,8 +189,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     # --- Closing stages (the demo: evaluate held-out cases per tracer, export) -------------
     summary = {"workdir": str(workdir), "step": step, "best_step": ckpt.best_step()}
-    if step >= config.total_steps and main_process:
-        summary |= _closing_stages(config, workdir, store)
+    if step >= config.total_steps:
+        state = None  # arrays of the distributed runtime, left here (no cross-process waits)
+        distributed.leave()
+        if main_process:
+            summary |= _closing_stages(config, workdir, store)
     return summary
 
 

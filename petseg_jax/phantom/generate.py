@@ -19,7 +19,6 @@ import shutil
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +33,7 @@ from petseg_jax.data.raw_dataset import (
     canonical_tracer, image_file, label_file, save_nifti, write_dataset_json, write_metadata_csv)
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema
 from petseg_jax.data.store import write_json_atomic
+from petseg_jax.workers import process_pool
 
 MARKER = "phantom.json"
 DEFAULT_TRACER_MIX = {"FDG": 0.4, "PSMA": 0.15, "DOTATATE": 0.15, "FAPI": 0.15,
@@ -238,7 +238,7 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
             rows.append(write_case(out, plan, spacing_mm))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with process_pool(workers, start_method=None) as pool:
             futures = [pool.submit(write_case, out, plan, spacing_mm) for plan in plans]
             for f in futures:
                 f.add_done_callback(lambda _: bar.update())
