@@ -52,7 +52,7 @@ def two_process_run(store, tmp_path_factory):
     logs = root / "logs"
     proc = subprocess.run(  # with the demo's closing stages (evaluation, export) on
         ["bash", str(LAUNCH), "2", "--", *tiny_overrides(store, root / "w2"),
-         "--config.evaluation.split=test", "--config.evaluation.mip_cases=0",
+         "--config.evaluation.split=val", "--config.evaluation.mip_cases=0",
          "--config.export.enabled=True"],
         cwd=REPO, env=_env(2, PETSEG_LOG_DIR=str(logs)), capture_output=True, text=True,
         timeout=600)
