@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.phantom.test_fraction = 0.2
     data.split = ml_collections.ConfigDict()
     data.split.protocol = "metadata"  # metadata | random | leave_one_center_out | cross_tracer
+    data.split.seed = 0  # random and validation draws (not config.seed: all seeds share the data)
     data.split.val_fraction = 0.1
     data.split.test_fraction = 0.2
     data.split.test_center = ""  # leave_one_center_out: this center is the test set

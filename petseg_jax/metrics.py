@@ -27,6 +27,13 @@ NaN means "not defined, leave out of means" (as MONAI's reductions do); inf is a
 PET statistics of an empty organ are ``volume_ml = 0`` and NaN SUVs; a relative error against a
 zero or NaN reference is NaN.
 
+**Organ statistics** (:func:`organ_statistics`, the table of ``stats`` and ``predict --stats``):
+one row per organ with :data:`ORGAN_STATS_COLUMNS`; ``suv_std`` is the population standard
+deviation, ``suv_median`` the median of the organ's voxels; ``sul_mean`` and ``suvbsa_mean`` are
+``suv_mean`` times the SUL/SUVbw and SUVbsa/SUVbw ratios of the scan (NaN when unknown);
+``fov_truncated`` is true when the organ's mask touches the first or last slice along any axis
+(the organ may extend beyond the field of view, so its volume and SUVs may be partial).
+
 **SUVpeak** (PERCIST-like, as defined here): the maximum over the organ's voxels of the mean SUV of
 the image voxels whose centres lie within ``SUV_PEAK_RADIUS_MM`` (6.2 mm: a 1 cm^3 sphere) of that
 voxel's centre; sphere voxels outside the organ count, those outside the image do not. At a coarse
@@ -35,13 +42,18 @@ spacing the sphere is just the voxels within that radius (at least the centre vo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage, signal
 
 SUV_PEAK_RADIUS_MM = (3 * 1000.0 / (4 * np.pi)) ** (1 / 3)  # 1 cm^3 sphere: 6.2035 mm
 PET_STATS = ("volume_ml", "suv_mean", "suv_max", "suv_peak")
+ORGAN_STATS_COLUMNS = ("organ", "label", "volume_ml", "suv_mean", "suv_max", "suv_peak", "suv_std",
+                       "suv_median", "sul_mean", "suvbsa_mean", "fov_truncated", "units",
+                       "suv_source", "decay_correction")
+PROVENANCE_COLUMNS = ORGAN_STATS_COLUMNS[-3:]
 
 
 def _spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
@@ -206,3 +218,43 @@ def organ_metrics(pred: np.ndarray, ref: np.ndarray, label: int, spacing: Sequen
         voxel_ml = float(np.prod(s)) / 1000.0
         return row | _errors("volume_ml", int(p.sum()) * voxel_ml, int(r.sum()) * voxel_ml)
     return row | _pet_errors(_image(image_suv, p.shape), p, r, s)
+
+
+def organ_statistics(image_suv: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
+                     names: Mapping[int, str], provenance: Mapping[str, str],
+                     sul_per_suv: float | None = None, bsa_per_suv: float | None = None
+                     ) -> list[dict[str, Any]]:
+    """One row of :data:`ORGAN_STATS_COLUMNS` per organ of ``names`` (label id -> name, in
+    that order): volume, SUV mean/max/peak/std/median, SUL and SUVbsa means, truncation by
+    the field of view; ``provenance`` gives ``units``, ``suv_source`` and ``decay_correction``."""
+    labels = np.asarray(labels)
+    s = _spacing(spacing, labels.ndim)
+    image = _image(image_suv, labels.shape)
+    missing = [c for c in PROVENANCE_COLUMNS if c not in provenance]
+    if missing:
+        raise ValueError(f"provenance lacks {missing}")
+    boxes = ndimage.find_objects(labels.astype(np.int64, copy=False)) if labels.size else []
+    rows = []
+    for label, name in names.items():
+        box = boxes[label - 1] if 0 < label <= len(boxes) else None
+        mask = np.zeros(labels.shape, bool)
+        if box is not None:
+            mask[box] = labels[box] == label
+        stats = _pet_stats(image, mask, s)
+        values = image[mask].astype(np.float64) if box is not None else np.zeros(0)
+        mean = stats["suv_mean"]
+        rows.append({
+            "organ": name, "label": int(label), **stats,
+            "suv_std": float(values.std()) if values.size else float("nan"),
+            "suv_median": float(np.median(values)) if values.size else float("nan"),
+            "sul_mean": mean * sul_per_suv if sul_per_suv is not None else float("nan"),
+            "suvbsa_mean": mean * bsa_per_suv if bsa_per_suv is not None else float("nan"),
+            "fov_truncated": box is not None and box_touches_edge(box, labels.shape),
+            **{c: provenance[c] for c in PROVENANCE_COLUMNS}})
+    return rows
+
+
+def box_touches_edge(box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """Whether an organ's tight bounding box (``ndimage.find_objects``) reaches the first or
+    last slice of any axis of a volume of ``shape``: the field of view may cut the organ."""
+    return any(b.start == 0 or b.stop == n for b, n in zip(box, shape))

@@ -1,34 +1,52 @@
-"""Segment PET NIfTI files: labels on exactly the input grid, plus per-organ SUV statistics.
+"""Segment PET (NIfTI or DICOM): labels on exactly the input grid, plus per-organ SUV statistics.
 
     python -m petseg_jax.predict --model PATH -i pet.nii.gz -o labels.nii.gz [--stats organs.csv]
-        [--suv-factor F | --weight-kg W --injected-mbq A] [--mirror] [--largest-component]
+        [--suv-factor F | --weight-kg W --injected-mbq A] [--per-organ] [--preview [PNG]]
         [--profile PATH.json]
-    python -m petseg_jax.predict --model PATH -i IN_DIR -o OUT_DIR [--stats organs.csv]
+    python -m petseg_jax.predict --model PATH -i NIFTI_DIR -o OUT_DIR [--stats organs.csv]
+    python -m petseg_jax.predict --model PATH -i DICOM_DIR -o OUT_DIR [--series UID]
+        [--output-type nifti dicom_seg dicom_rtstruct] [--stats organs.csv] [--preview]
+    python -m petseg_jax.predict -i DICOM_DIR --list-series
 
 ``PATH`` is an export folder (it has ``meta.json``: served with jax/numpy/nibabel only) or a
 training workdir (its best checkpoint, restored with flax). Any orientation, spacing and size
-in; the label map comes out with the input's shape and affine, as integers. Without an SUV
-factor the network input is scaled per case and the stats are in the image's units. For a folder,
-each ``*.nii``/``*.nii.gz`` is predicted into ``OUT_DIR`` under the same name, the stats of all
-cases go into one CSV, and a case that fails is reported without stopping the others. A progress
-bar follows the sliding window's windows. ``--profile`` writes the peak host memory (RSS), the
-peak device memory (where the backend reports it) and the seconds per stage (read, resample,
-windows, post-processing, write; summed over the cases) as JSON. The sliding window streams the
-volume slab by slab; a volume that cannot fit even so stops with an error naming the memory it
-needs.
+in; the label map comes out with the input's shape and affine, as integers, with a
+``labels.json`` sidecar (``<case>.labels.json`` beside ``<case>.nii.gz``).
+
+NIfTI: a file, or every ``*.nii``/``*.nii.gz`` of a folder into ``OUT_DIR`` under the same name.
+Without an SUV factor (``--suv-factor``, or ``--weight-kg`` with ``--injected-mbq``) the network
+input is scaled per case and the stats are in the image's units.
+
+DICOM: a folder searched recursively for DICOM files (by their DICM marker, any names); every
+PET series is predicted (``--series UID`` picks one) into ``OUT_DIR/<SeriesInstanceUID>/``
+(``labels.nii.gz``, ``labels.json``, ``seg.dcm``, ``rtstruct.dcm``, ``preview.png`` as asked).
+SUV comes from the headers (QIBA: Units, DecayCorrection, dose, half-life, injection and scan
+times, weight); a flag replaces its header field, and a missing or implausible field is an
+error naming the tag and its flag. The network's input uses the same SUVbw.
+
+The stats of all cases go into one CSV; a case that fails is reported without stopping the
+others (exit status 1). A progress bar follows the sliding window's windows. ``--profile``
+writes the peak host memory (RSS), the peak device memory (where the backend reports it) and the
+seconds per stage (read, resample, windows, post-processing, write; summed over the cases) as
+JSON. The sliding window streams the volume slab by slab; a volume that cannot fit even so
+stops with an error naming the memory it needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, Predictor, suv_factor_from,
-                                                 write_stats_csv)
+from petseg_jax.data import dicom
+from petseg_jax.data import suv
+from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, STATS_COLUMNS, Predictor,
+                                                 case_name)
+from petseg_jax.inference.outputs import OUTPUT_TYPES, OutputOptions
+from petseg_jax.inference.runtime import DEVICES, enable_compile_cache, select_device
 from petseg_jax.inference.serving import META_FILE
 from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.resources import Stages, write_json_atomic
@@ -56,13 +74,18 @@ def progress_bar(bar: tqdm) -> Progress:
     return progress
 
 
+def nifti_files(inp: Path) -> list[Path]:
+    """The NIfTI files directly inside folder ``inp``."""
+    return sorted(p for p in inp.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+
+
 def input_pairs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     """(input, output) files: one pair, or every NIfTI of a folder into the output folder."""
     if not inp.is_dir():
         if not inp.exists():
             raise FileNotFoundError(f"input {inp} does not exist")
         return [(inp, out)]
-    files = sorted(p for p in inp.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+    files = nifti_files(inp)
     if not files:
         raise FileNotFoundError(f"input folder {inp} holds no .nii/.nii.gz file")
     if out.exists() and not out.is_dir():
@@ -70,18 +93,31 @@ def input_pairs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     return [(p, out / p.name) for p in files]
 
 
+def is_dicom_input(inp: Path) -> bool:
+    """A folder without NIfTI files at its top and with DICOM files below it."""
+    return inp.is_dir() and not nifti_files(inp) and dicom.is_dicom_folder(inp)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m petseg_jax.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="export folder or training workdir")
+    parser.add_argument("--model", help="export folder or training workdir")
     parser.add_argument("--step", type=int, help="checkpoint step of a workdir (default: best)")
-    parser.add_argument("-i", "--input", required=True, type=Path, help="NIfTI file or folder")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="NIfTI file or folder")
+    parser.add_argument("-i", "--input", required=True, type=Path,
+                        help="NIfTI file, folder of NIfTIs, or folder of DICOM files")
+    parser.add_argument("-o", "--output", type=Path, help="NIfTI file or output folder")
+    parser.add_argument("--list-series", action="store_true",
+                        help="list the DICOM series of -i (UID, modality, slices, description)")
+    parser.add_argument("--series", metavar="UID", help="predict only this DICOM series")
+    parser.add_argument("--output-type", nargs="+", choices=OUTPUT_TYPES, default=["nifti"],
+                        help="outputs per case (DICOM ones need DICOM input)")
+    parser.add_argument("--per-organ", action="store_true",
+                        help="also one NIfTI mask per organ")
     parser.add_argument("--stats", type=Path, help="per-organ volume and SUV statistics CSV")
-    parser.add_argument("--suv-factor", type=float, help="SUV = image * factor")
-    parser.add_argument("--weight-kg", type=float, help="patient weight (with --injected-mbq)")
-    parser.add_argument("--injected-mbq", type=float,
-                        help="injected activity, decay-corrected image in Bq/ml")
+    parser.add_argument("--preview", nargs="?", const=True, metavar="PNG",
+                        help="coronal + sagittal preview with the organs (a PNG path for a "
+                        "single NIfTI; preview.png / <case>.preview.png otherwise)")
+    suv.add_arguments(parser)
     parser.add_argument("--mirror", action="store_true",
                         help="test-time left/right mirroring (2 passes per window)")
     parser.add_argument("--largest-component", action="store_true",
@@ -89,44 +125,92 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "component in every training case (the model's spec lists them)")
     parser.add_argument("--profile", type=Path, metavar="PATH.json",
                         help="write peak memory and seconds per stage to this JSON file")
+    parser.add_argument("--device", choices=DEVICES,
+                        help="run on this device (default: JAX's); no GPU falls back to CPU")
+    parser.add_argument("--compile-cache", type=Path,
+                        help="JAX persistent compilation cache folder (default: "
+                        "$JAX_COMPILATION_CACHE_DIR or ~/.cache/petseg_jax/jax)")
     args = parser.parse_args(argv)
-    if (args.weight_kg is None) != (args.injected_mbq is None):
-        parser.error("--weight-kg and --injected-mbq go together")
-    if args.suv_factor is not None and args.weight_kg is not None:
-        parser.error("give --suv-factor or --weight-kg/--injected-mbq, not both")
+    if not args.list_series and (args.model is None or args.output is None):
+        parser.error("--model and -o are required (except with --list-series)")
+    try:
+        args.overrides = suv.overrides_from(args)
+    except suv.SuvError as err:
+        parser.error(str(err))
     return args
+
+
+def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
+          ) -> list[tuple[str, Callable[[Progress, Stages], list[dict]]]]:
+    """(name, run(progress, stages)) per case of the input."""
+    kw = {"mirror": args.mirror, "largest_component": args.largest_component}
+    if is_dicom_input(args.input):
+        from petseg_jax.inference.dicom_pipeline import predict_series
+
+        if isinstance(args.preview, str):
+            raise ValueError("--preview PNG names one file; each DICOM series gets its "
+                             "preview.png: give --preview alone")
+        if args.output.exists() and not args.output.is_dir():
+            raise NotADirectoryError(f"DICOM input writes a folder per series; {args.output} "
+                                     "is a file")
+        return [(s.uid, lambda progress, stages, s=s: predict_series(
+            predictor, s, args.output, args.overrides, options, progress=progress,
+            stages=stages, **kw))
+                for s in dicom.pet_series(args.input, args.series)]
+    if args.series is not None:
+        raise ValueError("--series selects a DICOM series; -i is not a DICOM folder")
+    if options.dicom:
+        raise ValueError("DICOM output (dicom_seg, dicom_rtstruct) needs DICOM input: there is "
+                         "no source series to reference")
+    calibration = suv.from_flags(args.overrides)
+    pairs = input_pairs(args.input, args.output)
+    if isinstance(args.preview, str) and len(pairs) > 1:
+        raise ValueError("--preview PNG names one file: give --preview alone for a folder")
+
+    def preview(src: Path, dst: Path) -> Path | None:
+        if args.preview is None:
+            return None
+        if isinstance(args.preview, str):
+            return Path(args.preview)
+        return dst.with_name(f"{case_name(dst)}.preview.png")
+
+    return [(src.name, lambda progress, stages, src=src, dst=dst: predictor.predict_nifti(
+        src, dst, calibration=calibration, options=options, preview=preview(src, dst),
+        progress=progress, stages=stages, **kw))
+        for src, dst in pairs]
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Run the CLI; returns the stats rows. Exits with status 1 when any case failed."""
     args = parse_args(argv)
     try:
-        suv_factor = args.suv_factor
-        if args.weight_kg is not None:
-            suv_factor = suv_factor_from(args.weight_kg, args.injected_mbq)
-        pairs = input_pairs(args.input, args.output)
+        if args.list_series:
+            print(dicom.series_table(dicom.list_series(args.input)))
+            return []
+        select_device(args.device)
+        enable_compile_cache(args.compile_cache)
+        options = OutputOptions(tuple(args.output_type), args.per_organ,
+                                args.preview is not None)
         predictor = load_predictor(args.model, args.step)
-    except (OSError, ValueError) as err:
+        jobs = _jobs(args, predictor, options)
+    except (OSError, ValueError) as err:  # DicomError, SuvError and NiftiError included
         raise SystemExit(f"error: {err}") from None
     rows, failed, stages = [], 0, Stages()
-    for src, dst in tqdm(pairs, desc="predict", unit="case", disable=len(pairs) == 1):
-        with tqdm(desc=src.name, unit="window", leave=False) as bar:
+    for name, run in tqdm(jobs, desc="predict", unit="case", disable=len(jobs) == 1):
+        with tqdm(desc=name, unit="window", leave=False) as bar:
             try:
-                rows += predictor.predict_nifti(src, dst, suv_factor=suv_factor,
-                                                mirror=args.mirror,
-                                                largest_component=args.largest_component,
-                                                progress=progress_bar(bar), stages=stages)
-            except (OSError, ValueError, MemoryError) as err:
+                rows += run(progress_bar(bar), stages)
+            except (OSError, ValueError, KeyError, MemoryError) as err:
                 failed += 1
-                tqdm.write(f"error: {err}", file=sys.stderr)
+                tqdm.write(f"error: {name}: {err}", file=sys.stderr)
     if args.stats is not None and rows:
-        write_stats_csv(args.stats, rows)
+        suv.write_table(args.stats, rows, STATS_COLUMNS)
     if args.profile is not None:
         args.profile.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.profile, {"cases": len(pairs), "failed": failed,
+        write_json_atomic(args.profile, {"cases": len(jobs), "failed": failed,
                                          **stages.report()})
     if failed:
-        raise SystemExit(f"error: {failed} of {len(pairs)} case(s) failed")
+        raise SystemExit(f"error: {failed} of {len(jobs)} case(s) failed")
     return rows
 
 

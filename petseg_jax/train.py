@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     store = Path(config.data.store)
     manifest = store_lib.read_manifest(store)
     schema = store_lib.manifest_schema(manifest)
-    splits = make_splits(manifest["cases"], config.data.split, config.seed)
+    splits = make_splits(manifest["cases"], config.data.split)
     log.info("cases: %s", {k: len(v) for k, v in splits.items()})
 
     # --- Mesh -----------------------------------------------------------------------------

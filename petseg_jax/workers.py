@@ -34,8 +34,8 @@ def exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def process_pool(workers: int, start_method: str | None = "spawn") -> ProcessPoolExecutor:
-    """A process pool whose workers exit when this process dies (:func:`exit_with_parent`);
-    ``start_method=None`` is multiprocessing's default."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start_method),
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool of spawned workers (never forked: JAX must not be forked once started)
+    that exit when this process dies (:func:`exit_with_parent`)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=exit_with_parent, initargs=(os.getpid(),))

@@ -11,7 +11,9 @@ Layout::
 
 ``metadata.csv`` columns: ``case_id, tracer, center, dose_reduction_factor`` (1 = full dose,
 k = 1/k of the counts), ``attenuation_corrected`` (true/false), optional ``split``
-(train/val/test), optional SUV columns ``patient_weight_kg, injected_activity_bq, units``.
+(train/val/test), optional SUV columns ``patient_weight_kg, injected_activity_bq, units``,
+optional ``field_of_view`` (``total_body``: the whole subject; ``long_axial``: ~1 m placed by the
+operator; ``conventional``: skull base to mid-thigh).
 Other columns are ignored. Empty cells of optional columns mean "unknown".
 
 :class:`RawDataset` reads and validates a folder; :func:`write_dataset_json`,
@@ -45,7 +47,9 @@ LABELS_DIR = "labelsTr"
 CHANNEL_SUFFIX = "_0000"
 REQUIRED_COLUMNS = ("case_id", "tracer", "center", "dose_reduction_factor",
                     "attenuation_corrected")
-OPTIONAL_COLUMNS = ("split", "patient_weight_kg", "injected_activity_bq", "units")
+OPTIONAL_COLUMNS = ("split", "patient_weight_kg", "injected_activity_bq", "units",
+                    "field_of_view")
+FIELDS_OF_VIEW: tuple[str, ...] = ("total_body", "long_axial", "conventional")
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "ac"})
 _FALSE = frozenset({"false", "f", "no", "n", "0", "nac"})
 # Image units -> factor to Bq/ml (the SUV formula needs Bq/ml).
@@ -87,6 +91,7 @@ class CaseMetadata:
     patient_weight_kg: float | None = None
     injected_activity_bq: float | None = None
     units: str | None = None
+    field_of_view: str | None = None
 
     def __post_init__(self):
         if not self.case_id:
@@ -102,6 +107,9 @@ class CaseMetadata:
         if self.split is not None and self.split not in SPLITS:
             raise RawDatasetError(f"case {self.case_id}: split must be one of {SPLITS}, "
                                   f"got {self.split!r}")
+        if self.field_of_view is not None and self.field_of_view not in FIELDS_OF_VIEW:
+            raise RawDatasetError(f"case {self.case_id}: field_of_view must be one of "
+                                  f"{FIELDS_OF_VIEW}, got {self.field_of_view!r}")
         for name in ("patient_weight_kg", "injected_activity_bq"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -148,7 +156,8 @@ def _parse_row(cells: Mapping[str, str], where: str) -> CaseMetadata:
     values: dict[str, Any] = {"case_id": case_id}
     parsers = {"tracer": canonical_tracer, "center": str, "dose_reduction_factor": float,
                "attenuation_corrected": parse_bool, "split": str.lower,
-               "patient_weight_kg": float, "injected_activity_bq": float, "units": str}
+               "patient_weight_kg": float, "injected_activity_bq": float, "units": str,
+               "field_of_view": str.lower}
     for column, parse in parsers.items():
         text = cells.get(column, "")
         if not text:

@@ -5,6 +5,10 @@ Protocols (``config.data.split.protocol``):
 - ``random``: seeded, stratified by tracer, ``val_fraction`` / ``test_fraction``;
 - ``leave_one_center_out``: ``test_center`` is the test set; validation drawn from the rest;
 - ``cross_tracer``: train and validate on ``train_tracers`` (the paper: FDG), test on the others.
+
+The draws (``random``'s test and validation cases, the protocols' validation cases) use
+``split.seed``, not the run's seed: runs with different ``config.seed`` (a study's seeds) train
+and test on the same cases.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ def _by_tracer(cases: Mapping[str, Mapping[str, Any]], ids) -> dict[str, list[st
     return groups
 
 
-def make_splits(cases: Mapping[str, Mapping[str, Any]], split_cfg: Mapping[str, Any],
-                seed: int = 0) -> dict[str, list[str]]:
-    """Map ``train``/``val``/``test`` to sorted case ids. ``cases`` = the manifest's cases."""
+def make_splits(cases: Mapping[str, Mapping[str, Any]], split_cfg: Mapping[str, Any]
+                ) -> dict[str, list[str]]:
+    """Map ``train``/``val``/``test`` to sorted case ids. ``cases`` = the manifest's cases,
+    ``split_cfg`` = ``config.data.split`` (``protocol``, ``seed``, fractions, ...)."""
     protocol = split_cfg["protocol"]
-    rng = np.random.default_rng(seed)
+    if "seed" not in split_cfg:
+        raise SplitError("the split config has no 'seed' (data.split.seed, the seed of the "
+                         "validation and random draws; a config from before it existed)")
+    rng = np.random.default_rng(split_cfg["seed"])
     assign: dict[str, str] = {}
     if protocol == "metadata":
         for cid, case in cases.items():

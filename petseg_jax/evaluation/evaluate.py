@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from petseg_jax import metrics
@@ -35,16 +36,22 @@ DOSE_SWEEP_SEED = 1234
 
 def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image: np.ndarray,
               schema: LabelSchema, **extra: Any) -> list[dict]:
-    """One row per organ: overlap, surface, volume and SUV metrics plus the case's metadata."""
+    """One row per organ: overlap, surface, volume and SUV metrics plus the case's metadata, and
+    ``fov_truncated``: the organ's reference touches the volume's first or last slice along an
+    axis (the field of view cuts it; the report leaves such rows out of its means)."""
     spacing = tuple(case["spacing"])
     meta = case["metadata"]
     suv = image * (case["suv_factor"] if case.get("suv_factor") else 1.0)
     rows = []
+    boxes = ndimage.find_objects(ref.astype(np.int64, copy=False))
     for label in schema.foreground_ids:
+        box = boxes[label - 1] if label <= len(boxes) else None
         row = {"case_id": case_id, "organ": schema.name_of(label), "tracer": meta["tracer"],
                "center": meta["center"],
                "dose_reduction_factor": float(meta["dose_reduction_factor"]),
-               "attenuation_corrected": bool(meta["attenuation_corrected"])}
+               "attenuation_corrected": bool(meta["attenuation_corrected"]),
+               "field_of_view": meta.get("field_of_view"),
+               "fov_truncated": box is not None and metrics.box_touches_edge(box, ref.shape)}
         row |= metrics.organ_metrics(pred, ref, label, spacing, suv, NSD_TOLERANCE_MM)
         rows.append(row | extra)
     return rows
@@ -81,8 +88,7 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
         raise ValueError(f"store {store} has another label schema than the model in {workdir}")
     from petseg_jax.data.splits import make_splits
 
-    case_ids = make_splits(manifest["cases"], trained.config.data.split,
-                           trained.config.seed)[split]
+    case_ids = make_splits(manifest["cases"], trained.config.data.split)[split]
     if not case_ids:
         raise ValueError(f"split {split!r} of store {store} has no cases")
     predictor = CasePredictor(trained, mirror, largest_component)
@@ -101,7 +107,8 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
             suv = image * (case.get("suv_factor") or 1.0)
             report.mip_figure(png, suv, ref, pred, tuple(case["spacing"]),
                               f"{case_id} ({case['metadata']['tracer']}, "
-                              f"k={case['metadata']['dose_reduction_factor']:g})")
+                              f"k={case['metadata']['dose_reduction_factor']:g})",
+                              label_names={i: schema.name_of(i) for i in schema.foreground_ids})
             mips.append(png)
         if dose_sweep and float(case["metadata"]["dose_reduction_factor"]) == 1.0:
             count_scale = dose_lib.estimate_count_scale(image, case["metadata"])

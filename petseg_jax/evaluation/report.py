@@ -1,8 +1,10 @@
 """Evaluation report from per-(case, organ) metric rows: the paper's tables, figures and files.
 
 A row is a dict with at least ``case_id``, ``organ`` and ``dice``, the case's metadata ``tracer``,
-``center``, ``dose_reduction_factor`` and ``attenuation_corrected`` (a missing value groups as
-``"unknown"``), and any further metrics (``hd95_mm``, ``nsd``, volume and SUV errors, ...).
+``center``, ``dose_reduction_factor``, ``attenuation_corrected`` and ``field_of_view`` (a
+missing value groups as ``"unknown"``), and any further metrics (``hd95_mm``, ``nsd``, volume and
+SUV errors, ...). A row with ``fov_truncated`` true (the organ's reference touches the scan's
+edge: the field of view cuts it) is written to ``cases.csv`` but left out of every mean.
 
 Aggregation (the paper's convention): a case's Dice is the mean over its organs, organs with a NaN
 Dice (absent from the reference) left out; a group's mean Dice and sd are the mean and sample sd
@@ -32,16 +34,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+
+from petseg_jax.inference import preview  # noqa: E402
+from petseg_jax.inference.preview import save_figure  # noqa: E402  (study_report uses it too)
 
 Row = Mapping[str, Any]
 # metadata column -> summary key of its group table
 GROUPS = {"tracer": "by_tracer", "center": "by_center",
           "dose_reduction_factor": "by_dose_reduction_factor",
-          "attenuation_corrected": "by_attenuation_correction"}
+          "attenuation_corrected": "by_attenuation_correction", "field_of_view": "by_fov"}
 GROUP_HEADERS = {"tracer": "tracer", "center": "center",
                  "dose_reduction_factor": "dose reduction factor",
-                 "attenuation_corrected": "attenuation correction"}
+                 "attenuation_corrected": "attenuation correction",
+                 "field_of_view": "field of view"}
 TRACER_AND_DOSE = "by_tracer_and_dose_reduction_factor"  # the paper's per-tracer dose table
 SWEEP_COLUMN = "swept_dose_factor"
 # per-organ metric columns summarised besides Dice, when present in the rows
@@ -50,12 +55,19 @@ ORGAN_METRICS = ("hd95_mm", "hd95", "nsd", "volume_ml_rel_error", "suv_mean_rel_
 METRIC_TITLES = {"hd95_mm": "HD95 (mm)", "hd95": "HD95", "nsd": "NSD",
                  "volume_ml_rel_error": "volume rel. error", "suv_mean_rel_error": "SUVmean rel. error",
                  "suv_max_rel_error": "SUVmax rel. error", "suv_peak_rel_error": "SUVpeak rel. error"}
-AGGREGATION = ("case Dice = mean over the case's organs (NaN organs excluded); group mean and "
-               "sample sd over cases; per organ: over cases with a finite value")
+AGGREGATION = ("case Dice = mean over the case's organs (NaN organs and organs cut by the field "
+               "of view excluded); group mean and sample sd over cases; per organ: over cases "
+               "with a finite value")
+TRUNCATED = "fov_truncated"
+
+
+def counted(row: Row) -> bool:
+    """Whether a row enters the means: not an organ cut by the field of view."""
+    return not bool(row.get(TRUNCATED, False))
 
 
 # ----------------------------------------------------------------------------- aggregation
-def _stat(values: Iterable[float]) -> dict[str, Any]:
+def stat(values: Iterable[float]) -> dict[str, Any]:
     """Mean, sample sd and count of the finite values (``n_inf`` counts the infinite ones)."""
     v = np.asarray([float(x) for x in values], dtype=np.float64)
     finite = v[np.isfinite(v)]
@@ -65,7 +77,7 @@ def _stat(values: Iterable[float]) -> dict[str, Any]:
             "n": n, "n_inf": int(np.isinf(v).sum())}
 
 
-def _group_key(column: str, value: Any) -> str:
+def group_key(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
     if column == "attenuation_corrected" and not isinstance(value, str):
@@ -75,7 +87,7 @@ def _group_key(column: str, value: Any) -> str:
     return str(value)
 
 
-def _sort_keys(keys: Iterable[str]) -> list[str]:
+def sort_keys(keys: Iterable[str]) -> list[str]:
     def key(k: str):
         try:
             return (0, float(k), k)
@@ -84,18 +96,19 @@ def _sort_keys(keys: Iterable[str]) -> list[str]:
     return sorted(set(keys), key=key)
 
 
-def _cases(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+def case_table(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
     """case_id -> {"meta": {column: group key}, "dice": mean over organs}; checks consistency."""
     per_case: dict[str, dict[str, Any]] = {}
     for row in rows:
         if "case_id" not in row or "organ" not in row or "dice" not in row:
             raise ValueError(f"a metric row needs case_id, organ and dice; got keys {sorted(row)}")
-        meta = {c: _group_key(c, row.get(c)) for c in GROUPS}
+        meta = {c: group_key(c, row.get(c)) for c in GROUPS}
         case = per_case.setdefault(str(row["case_id"]), {"meta": meta, "dices": []})
         if case["meta"] != meta:
             raise ValueError(f"case {row['case_id']!r} has rows with different metadata: "
                              f"{case['meta']} vs {meta}")
-        case["dices"].append(float(row["dice"]))
+        if counted(row):
+            case["dices"].append(float(row["dice"]))
     for case in per_case.values():
         dices = [d for d in case.pop("dices") if not math.isnan(d)]
         case["dice"] = float(np.mean(dices)) if dices else math.nan
@@ -106,25 +119,26 @@ def _grouped(cases: Mapping[str, Mapping[str, Any]], column: str) -> dict[str, d
     groups: dict[str, list[float]] = {}
     for case in cases.values():
         groups.setdefault(case["meta"][column], []).append(case["dice"])
-    return {k: _stat(groups[k]) for k in _sort_keys(groups)}
+    return {k: stat(groups[k]) for k in sort_keys(groups)}
 
 
 def _by_organ(rows: Sequence[Row], column: str) -> dict[str, dict[str, Any]]:
     values: dict[str, list[float]] = {}
     for row in rows:
-        values.setdefault(str(row["organ"]), []).append(float(row.get(column, math.nan)))
-    return {organ: _stat(v) for organ, v in values.items()}
+        values.setdefault(str(row["organ"]), []).append(
+            float(row.get(column, math.nan)) if counted(row) else math.nan)
+    return {organ: stat(v) for organ, v in values.items()}
 
 
 def _by_organ_and_tracer(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """organ -> tracer -> mean Dice over that tracer's cases (tracers without a value left out)."""
     values: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
-        tracer = _group_key("tracer", row.get("tracer"))
+    for row in filter(counted, rows):
+        tracer = group_key("tracer", row.get("tracer"))
         values.setdefault(str(row["organ"]), {}).setdefault(tracer, []).append(float(row["dice"]))
     out = {}
     for organ, per_tracer in values.items():
-        stats = {t: _stat(per_tracer[t]) for t in _sort_keys(per_tracer)}
+        stats = {t: stat(per_tracer[t]) for t in sort_keys(per_tracer)}
         out[organ] = {t: st["mean"] for t, st in stats.items() if st["n"]}
     return out
 
@@ -140,8 +154,8 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
     ``by_tracer_and_dose_reduction_factor`` and ``metrics_by_organ`` (HD95, NSD, errors)."""
     if not rows:
         raise ValueError("no metric rows to summarise")
-    cases = _cases(rows)
-    overall = _stat(c["dice"] for c in cases.values())
+    cases = case_table(rows)
+    overall = stat(c["dice"] for c in cases.values())
     details: dict[str, Any] = {"overall": overall, "by_organ": _by_organ(rows, "dice")}
     for column, key in GROUPS.items():
         details[key] = _grouped(cases, column)
@@ -151,6 +165,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
         tracer_cases = {k: c for k, c in cases.items() if c["meta"]["tracer"] == tracer}
         details[TRACER_AND_DOSE][tracer] = _grouped(tracer_cases, "dose_reduction_factor")
     return {"n_cases": len(cases), "n_rows": len(rows),
+            "n_fov_truncated": sum(not counted(r) for r in rows),
             "mean_dice": overall["mean"], "sd_dice": overall["sd"],
             **{key: _means(details[key]) for key in ("by_organ", *GROUPS.values())},
             "by_organ_and_tracer": _by_organ_and_tracer(rows),
@@ -172,19 +187,19 @@ def _sweep_rows(dose_sweep_rows: Sequence[Row] | Mapping[float, Sequence[Row]]) 
 
 def summarize_dose_sweep(rows: Sequence[Row]) -> dict[str, Any]:
     """Mean Dice per swept dose factor, overall and per tracer (case means as in :func:`summarize`)."""
-    levels = _sort_keys(_group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) for r in rows)
+    levels = sort_keys(group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) for r in rows)
     details, by_tracer = {}, {}
     for level in levels:
-        level_rows = [r for r in rows if _group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) == level]
-        cases = _cases(level_rows)
-        details[level] = _stat(c["dice"] for c in cases.values())
+        level_rows = [r for r in rows if group_key(SWEEP_COLUMN, r[SWEEP_COLUMN]) == level]
+        cases = case_table(level_rows)
+        details[level] = stat(c["dice"] for c in cases.values())
         for tracer, s in _grouped(cases, "tracer").items():
             by_tracer.setdefault(tracer, {})[level] = s["mean"]
     return {"by_dose_reduction_factor": _means(details), "by_tracer": by_tracer, "details": details}
 
 
 # ----------------------------------------------------------------------------- writing helpers
-def _replace_into(path: Path, write) -> None:
+def replace_into(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
@@ -193,23 +208,16 @@ def _replace_into(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_text(path: Path, text: str) -> None:
+    replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _save_figure(fig, path: Path) -> None:
-    try:
-        _replace_into(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-
-
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """NaN / inf -> null (strict JSON), recursively."""
     if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -225,13 +233,13 @@ def _write_csv(path: Path, rows: Sequence[Row]) -> None:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
-    _replace_into(path, write)
+    replace_into(path, write)
 
 
 # ----------------------------------------------------------------------------- figures
 def _dice_heatmap(path: Path, by_organ_and_tracer: Mapping[str, Mapping[str, float]]) -> None:
     organs = list(by_organ_and_tracer)
-    tracers = _sort_keys(t for v in by_organ_and_tracer.values() for t in v)
+    tracers = sort_keys(t for v in by_organ_and_tracer.values() for t in v)
     grid = np.array([[by_organ_and_tracer[o].get(t, math.nan) for t in tracers] for o in organs])
     fig, ax = plt.subplots(figsize=(2.5 + 1.0 * len(tracers), 1.2 + 0.32 * len(organs)))
     im = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
@@ -244,7 +252,7 @@ def _dice_heatmap(path: Path, by_organ_and_tracer: Mapping[str, Mapping[str, flo
     ax.set_xlabel("tracer")
     ax.set_title("mean Dice per organ and tracer")
     fig.colorbar(im, ax=ax, fraction=0.05, label="Dice")
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
@@ -255,7 +263,7 @@ def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
                 yerr=[0.0 if math.isnan(s["sd"]) else s["sd"] for s in overall.values()],
                 color="black", marker="o", linewidth=2, capsize=3, label="all cases (mean ± sd)")
     for tracer, values in by_tracer.items():
-        keys = _sort_keys(values)
+        keys = sort_keys(values)
         ax.plot([float(k) for k in keys], [values[k] for k in keys], marker=".", linestyle="--",
                 label=tracer)
     if min(x) > 0:
@@ -268,84 +276,44 @@ def _dose_curve(path: Path, overall: Mapping[str, Mapping[str, Any]],
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    _save_figure(fig, path)
-
-
-def _organ_projections(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """label id -> its coronal (X, Z) projection: voxel of the organ anywhere along y."""
-    out = {}
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is not None:
-            proj = np.zeros((labels.shape[0], labels.shape[2]), dtype=bool)
-            proj[box[0], box[2]] = (labels[box] == i).any(axis=1)
-            out[i] = proj
-    return out
-
-
-def _organ_color(label_id: int) -> tuple[float, float, float]:
-    """A saturated colour per label id: golden-ratio hue steps, alternating brightness."""
-    hue = (label_id * 0.618034) % 1.0
-    return tuple(matplotlib.colors.hsv_to_rgb((hue, 0.9, 0.85 if label_id % 2 else 0.6)))
+    save_figure(fig, path)
 
 
 def mip_figure(out_png: str | Path, pet: np.ndarray, ref_labels: np.ndarray,
                pred_labels: np.ndarray, spacing: Sequence[float], title: str,
                label_names: Mapping[int, str] | None = None) -> Path:
-    """Coronal maximum-intensity projection of a RAS ``(X, Y, Z)`` PET volume (max over y) with
-    organ contours, reference left and prediction right; head up, the subject's right on the
-    viewer's left (radiological convention), mm-true aspect. ``label_names`` adds a legend."""
+    """Coronal maximum-intensity projection of a RAS ``(X, Y, Z)`` PET volume (max over y),
+    reference left and prediction right, each organ filled semi-transparently in its colour
+    (:mod:`petseg_jax.inference.preview`); head up, the subject's right on the viewer's left
+    (radiological convention), mm-true aspect. ``label_names`` (id -> name) adds a legend."""
     pet, ref_labels, pred_labels = (np.asarray(a) for a in (pet, ref_labels, pred_labels))
     if pet.ndim != 3 or pet.shape != ref_labels.shape or pet.shape != pred_labels.shape:
         raise ValueError(f"mip_figure needs 3-D PET and label maps of one shape, got {pet.shape}, "
                          f"{ref_labels.shape}, {pred_labels.shape}")
     sx, _, sz = (float(s) for s in spacing)
-    nx, nz = pet.shape[0], pet.shape[2]
-
-    def view(a: np.ndarray) -> np.ndarray:  # (X, Z) -> rows: superior first; columns: right first
-        return a.T[::-1, ::-1]
-
-    mip = view(np.nan_to_num(pet.astype(np.float32)).max(axis=1))
-    vmax = float(np.percentile(mip, 99.5)) or float(mip.max()) or 1.0
-    extent = (0.0, nx * sx, 0.0, nz * sz)
-    xs = (np.arange(nx) + 0.5) * sx
-    ys = (nz - 0.5 - np.arange(nz)) * sz  # row i of the view is at height (nz - 0.5 - i) * sz
     height = 8.0
-    width = max(2 * height * (nx * sx) / (nz * sz) + (2.0 if label_names else 0.4), 4.0)
+    width = max(2 * height * (pet.shape[0] * sx) / (pet.shape[2] * sz)
+                + (2.2 if label_names else 0.4), 4.0)
     fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.6), sharey=True, layout="constrained")
-    handles = {}
+    vmax = preview.display_max(pet)
+    drawn = []
     for ax, labels, name in zip(axes, (ref_labels, pred_labels), ("reference", "prediction")):
-        ax.imshow(mip, cmap="gray_r", vmin=0.0, vmax=vmax, extent=extent, origin="upper",
-                  interpolation="nearest")
-        for label_id, proj in _organ_projections(labels).items():
-            color = _organ_color(label_id)
-            ax.contour(xs, ys, view(proj).astype(np.float32), levels=[0.5], colors=[color],
-                       linewidths=1.4)
-            handles[label_id] = plt.Line2D([], [], color=color, linewidth=2)
+        drawn += preview.draw_view(ax, pet, labels, spacing, "coronal", vmax)
         ax.set_title(name)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.text(0.02, 0.99, "R", transform=ax.transAxes, va="top", ha="left", color="tab:red")
-        ax.text(0.98, 0.99, "L", transform=ax.transAxes, va="top", ha="right", color="tab:red")
     if label_names:
-        ids = sorted(handles)
-        fig.legend([handles[i] for i in ids], [label_names.get(i, str(i)) for i in ids],
-                   loc="outside right center", fontsize=7, frameon=False)
+        preview.add_legend(fig, drawn, label_names)
     fig.suptitle(title)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    _save_figure(fig, out_png)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------- tables
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _mean_sd(s: Mapping[str, Any], digits: int = 3) -> str:
+def mean_sd(s: Mapping[str, Any], digits: int = 3) -> str:
     """``mean ± sd`` (sd left out for one value), with the number of infinite values if any."""
     inf = f" ({s['n_inf']}× inf)" if s["n_inf"] else ""
     if not s["n"]:
@@ -361,55 +329,64 @@ def _tables(summary: Mapping[str, Any]) -> list[Table]:
     details = summary["details"]
     organ_metrics = summary["metrics_by_organ"]
     extra = list(next(iter(organ_metrics.values()), {}))
-    tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd"],
-                            [[str(summary["n_cases"]), _mean_sd(details["overall"])]])]
+    tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd",
+                                        "(case, organ) pairs cut by the field of view, left out"],
+                            [[str(summary["n_cases"]), mean_sd(details["overall"]),
+                              str(summary.get("n_fov_truncated", 0))]])]
     organ_rows = []
     for organ, s in details["by_organ"].items():
-        cells = [organ, _mean_sd(s)] + [_mean_sd(organ_metrics[organ][m], 2) for m in extra]
+        cells = [organ, mean_sd(s)] + [mean_sd(organ_metrics[organ][m], 2) for m in extra]
         organ_rows.append(cells + [str(s["n"])])
     tables.append(("Per organ (surface metrics: mean over finite values, inf = organ missed)",
                    ["organ", "Dice"] + [METRIC_TITLES[m] for m in extra] + ["cases"], organ_rows))
     for column, key in GROUPS.items():
         tables.append((f"Per {GROUP_HEADERS[column]}", [GROUP_HEADERS[column], "mean Dice ± sd", "cases"],
-                       [[k, _mean_sd(s), str(s["n"])] for k, s in details[key].items()]))
+                       [[k, mean_sd(s), str(s["n"])] for k, s in details[key].items()]))
     tables.append(("Per tracer and dose reduction factor",
                    ["tracer", "dose reduction factor", "mean Dice ± sd", "cases"],
-                   [[t, k, _mean_sd(s), str(s["n"])]
+                   [[t, k, mean_sd(s), str(s["n"])]
                     for t, groups in details[TRACER_AND_DOSE].items() for k, s in groups.items()]))
-    tracers = _sort_keys(t for v in summary["by_organ_and_tracer"].values() for t in v)
+    tracers = sort_keys(t for v in summary["by_organ_and_tracer"].values() for t in v)
     tables.append(("Dice per organ and tracer", ["organ"] + tracers,
-                   [[o] + [_fmt(v.get(t, math.nan)) for t in tracers]
+                   [[o] + [fmt(v.get(t, math.nan)) for t in tracers]
                     for o, v in summary["by_organ_and_tracer"].items()]))
     if sweep := summary.get("dose_sweep"):
         levels = list(sweep["details"])
         tables.append(("Dose sweep (re-simulated dose levels)",
                        ["dose reduction factor", "all cases"] + list(sweep["by_tracer"]),
-                       [[lv, _mean_sd(sweep["details"][lv])]
-                        + [_fmt(sweep["by_tracer"][t].get(lv, math.nan)) for t in sweep["by_tracer"]]
+                       [[lv, mean_sd(sweep["details"][lv])]
+                        + [fmt(sweep["by_tracer"][t].get(lv, math.nan)) for t in sweep["by_tracer"]]
                         for lv in levels]))
     return tables
 
 
-def _markdown(title: str, tables: Sequence[Table], figures: Sequence[Path], eval_dir: Path) -> str:
-    lines = [f"# {title}", "", f"Aggregation: {AGGREGATION}.", ""]
+def render_markdown(title: str, intro: Sequence[str], tables: Sequence[Table],
+                    figures: Sequence[Path], root: Path) -> str:
+    """A Markdown page: title, ``intro`` paragraphs, the tables, figures linked relative to
+    ``root``."""
+    lines = [f"# {title}", ""]
+    for paragraph in intro:
+        lines += [paragraph, ""]
     for name, header, rows in tables:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     lines += ["## Figures", ""]
-    lines += [f"![{p.stem}]({p.relative_to(eval_dir).as_posix() if p.is_relative_to(eval_dir) else p})"
+    lines += [f"![{p.stem}]({p.relative_to(root).as_posix() if p.is_relative_to(root) else p})"
               for p in figures]
     return "\n".join(lines) + "\n"
 
 
-def _html(title: str, tables: Sequence[Table], figures: Sequence[Path]) -> str:
+def render_html(title: str, intro: Sequence[str], tables: Sequence[Table],
+                figures: Sequence[Path]) -> str:
+    """A self-contained HTML page of the same content (figures embedded as base64 PNG)."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
              "margin-bottom:1.5em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}th{background:#eee}"
              "img{max-width:100%;margin:0.5em 0;border:1px solid #ddd}</style></head><body>",
-             f"<h1>{esc(title)}</h1><p>Aggregation: {esc(AGGREGATION)}.</p>"]
+             f"<h1>{esc(title)}</h1>", *(f"<p>{esc(p)}</p>" for p in intro)]
     for name, header, rows in tables:
         parts.append(f"<h2>{esc(name)}</h2><table><tr>"
                      + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
@@ -426,15 +403,16 @@ def _html(title: str, tables: Sequence[Table], figures: Sequence[Path]) -> str:
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few lines for the terminal: overall mean Dice and the per-group means."""
-    lines = [f"mean Dice {_mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"]
+    lines = [f"mean Dice {mean_sd(summary['details']['overall'])} over {summary['n_cases']} cases"
+             f" ({summary.get('n_fov_truncated', 0)} organs cut by the field of view left out)"]
     for key in GROUPS.values():
         groups = summary["details"][key]
-        lines.append(f"  {key}: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in groups.items()))
+        lines.append(f"  {key}: " + ", ".join(f"{k} {mean_sd(s)}" for k, s in groups.items()))
     lines.append("  by_tracer_and_dose: " + ", ".join(
-        f"{t} x{k} {_mean_sd(s)}" for t, groups in summary["details"][TRACER_AND_DOSE].items()
+        f"{t} x{k} {mean_sd(s)}" for t, groups in summary["details"][TRACER_AND_DOSE].items()
         for k, s in groups.items()))
     if sweep := summary.get("dose_sweep"):
-        lines.append("  dose sweep: " + ", ".join(f"{k} {_mean_sd(s)}" for k, s in sweep["details"].items()))
+        lines.append("  dose sweep: " + ", ".join(f"{k} {mean_sd(s)}" for k, s in sweep["details"].items()))
     return "\n".join(lines)
 
 
@@ -467,9 +445,10 @@ def write_report(eval_dir: str | Path, rows: Sequence[Row], *,
         _dose_curve(figures[-1], summary["dose_sweep"]["details"], summary["dose_sweep"]["by_tracer"],
                     "Robustness: Dice at re-simulated dose levels")
     figures += [Path(p) for p in mip_pngs]
-    _replace_into(eval_dir / "summary.json",
-                  lambda tmp: tmp.write_text(json.dumps(_json_safe(summary), indent=1)))
+    replace_into(eval_dir / "summary.json",
+                  lambda tmp: tmp.write_text(json.dumps(json_safe(summary), indent=1)))
     tables = _tables(summary)
-    _write_text(eval_dir / "report.md", _markdown(title, tables, figures, eval_dir))
-    _write_text(eval_dir / "report.html", _html(title, tables, figures))
+    intro = [f"Aggregation: {AGGREGATION}."]
+    write_text(eval_dir / "report.md", render_markdown(title, intro, tables, figures, eval_dir))
+    write_text(eval_dir / "report.html", render_html(title, intro, tables, figures))
     return summary

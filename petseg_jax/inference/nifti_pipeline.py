@@ -13,9 +13,7 @@ agree whenever their logits do.
 
 from __future__ import annotations
 
-import csv
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +23,16 @@ import numpy as np
 from petseg_jax import metrics
 from petseg_jax.data import nifti
 from petseg_jax.data.normalization import intensity_stats, normalize
+from petseg_jax.data.suv import SuvCalibration, organ_table, write_table
+from petseg_jax.inference.outputs import (OutputOptions, nifti_sidecars, write_nifti_outputs,
+                                          write_preview)
 from petseg_jax.inference.segment import segment
 from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.inference.spec import check_spec, spec_schema
 from petseg_jax.resources import Stages
 
-STATS_COLUMNS = ("case", "label", "organ", "volume_ml", "suv_mean", "suv_max", "suv_peak",
-                 "units")
+STATS_COLUMNS = ("case", *metrics.ORGAN_STATS_COLUMNS)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def suv_factor_from(weight_kg: float, injected_mbq: float) -> float:
-    """SUV factor (SUV = image * factor) of a decay-corrected image in Bq/ml:
-    body weight in g over injected activity in Bq."""
-    if not (weight_kg > 0 and injected_mbq > 0):
-        raise ValueError(f"weight ({weight_kg} kg) and injected activity ({injected_mbq} MBq) "
-                         "must be positive")
-    return weight_kg * 1e3 / (injected_mbq * 1e6)
 
 
 def case_name(path: str | Path) -> str:
@@ -76,21 +67,6 @@ def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int
     rounded up to a multiple of the network's total stride (the window is padded to it)."""
     return tuple(min(int(p), -(-int(s) // int(t)) * int(t))
                  for s, p, t in zip(shape, patch, stride))
-
-
-def write_stats_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write per-organ statistics rows (:data:`STATS_COLUMNS`) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=STATS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class Predictor:
@@ -134,45 +110,49 @@ class Predictor:
             labels = nifti.to_original_grid(labels, affine, img, order=0)
         return labels.astype(self.label_dtype, copy=False)
 
-    def organ_stats(self, img: nib.Nifti1Image, labels: np.ndarray, suv_factor: float | None,
-                    name: str) -> list[dict[str, Any]]:
-        """Per-organ volume (ml) and SUV mean/max/peak on the image grid; without an SUV factor
-        the intensity statistics are in the image's own units (``units="raw"``)."""
-        image = nifti.array(img)
-        if suv_factor is not None:
-            image = image * np.float32(suv_factor)
-        spacing = tuple(float(s) for s in nifti.voxel_spacing(img.affine))
-        units = "SUV" if suv_factor is not None else "raw"
-        rows = []
-        for label in self.schema.foreground_ids:
-            values = metrics.organ_pet_stats(image, labels, label, spacing)
-            rows.append({"case": name, "label": label, "organ": self.schema.name_of(label),
-                         **{k: values[k] for k in STATS_COLUMNS[3:7]}, "units": units})
-        return rows
+    def organ_stats(self, image: np.ndarray, affine: np.ndarray, labels: np.ndarray,
+                    calibration: SuvCalibration | None, name: str) -> list[dict[str, Any]]:
+        """Per-organ statistics rows (:data:`STATS_COLUMNS`) on the image grid: SUVs with a
+        calibration, else the image's own values (``units="raw"``)."""
+        names = {i: self.schema.name_of(i) for i in self.schema.foreground_ids}
+        return [{"case": name, **row}
+                for row in organ_table(image, affine, labels, names, calibration)]
 
     def predict_nifti(self, input_path: str | Path, output_path: str | Path,
-                      stats: str | Path | None = None, suv_factor: float | None = None,
-                      mirror: bool = False, largest_component: bool = False,
-                      progress: Progress | None = None, stages: Stages | None = None
-                      ) -> list[dict[str, Any]]:
-        """Predict one file; write the label map (and the stats CSV when ``stats`` is given).
+                      stats: str | Path | None = None,
+                      calibration: SuvCalibration | None = None, mirror: bool = False,
+                      largest_component: bool = False,
+                      options: OutputOptions = OutputOptions(),
+                      preview: str | Path | None = None, progress: Progress | None = None,
+                      stages: Stages | None = None) -> list[dict[str, Any]]:
+        """Predict one file; write the label map with its ``<case>.labels.json`` (and per-organ
+        masks, the stats CSV and a preview PNG as asked).
 
         Returns the per-organ statistics rows. Nothing is written when the input is invalid;
-        outputs are written atomically. ``stages`` gets the seconds of ``read``, ``resample``,
-        ``windows``, ``post-processing`` (with the organ statistics) and ``write``.
+        outputs are written atomically. ``progress(windows_done, windows_total)`` follows the
+        sliding window; ``stages`` gets the seconds of ``read``, ``resample``, ``windows``,
+        ``post-processing`` (with the organ statistics) and ``write``.
         """
         stages = stages or Stages()
+        if options.dicom:
+            raise ValueError("DICOM output needs a DICOM input series to reference; "
+                             f"{input_path} is NIfTI")
         output_path = check_output_path(output_path)
         with stages("read"):
             img = load_input(input_path)
         name = case_name(input_path)
+        suv_factor = None if calibration is None else calibration.suvbw
         labels = self.predict_image(img, suv_factor, mirror, largest_component, name, progress,
                                     stages)
         with stages("post-processing"):
-            rows = self.organ_stats(img, labels, suv_factor, name)
+            rows = self.organ_stats(nifti.array(img), img.affine, labels, calibration, name)
         with stages("write"):
-            output_path.parent.mkdir(parents=True, exist_ok=True)
-            nifti.save_like(output_path, labels, img)
+            sidecar, organs = nifti_sidecars(output_path, case_name(output_path))
+            write_nifti_outputs(output_path, labels, img, self.schema, sidecar,
+                                organs if options.per_organ else None)
+            if preview is not None:
+                write_preview(Path(preview), nifti.array(img), img.affine, labels, self.schema,
+                              name)
             if stats is not None:
-                write_stats_csv(stats, rows)
+                write_table(stats, rows, STATS_COLUMNS)
         return rows

@@ -69,7 +69,7 @@ def _training_cases(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
     data = cfg["data"]
     try:
         cases = read_manifest(data["store"])["cases"]
-        train = make_splits(cases, data["split"], cfg.get("seed", 0))["train"]
+        train = make_splits(cases, data["split"])["train"]
     except (StoreError, SplitError, OSError, KeyError):
         return None
     return [cases[c] for c in train]

@@ -3,6 +3,18 @@
 World frame: nibabel's RAS+ in mm, i.e. **+x = the subject's right**, +y = anterior,
 +z = superior (the same convention as real TotalSegmentator/NIfTI data: a liver has a larger
 world x than a spleen). The reference subject is 1750 mm tall, feet at z = 0, midline x = 0.
+A subject lies supine on the scanner bed, whole from head to feet, arms down, up or one of each.
+
+Scan frame (:meth:`Anatomy.field_of_view`): a fixed transaxial field of view
+(``TRANSAXIAL_FOV_MM`` square, air around the body, the bed below it) and an axial range by
+scanner class: the whole subject (``total_body``), ``LONG_AXIAL_FOV_MM`` placed at random
+(``long_axial``) or skull base to mid-thigh (``conventional``).
+
+Breathing (:meth:`Anatomy.ct_phase`): the anatomy is drawn at the time-averaged breathing
+position (what a PET of several minutes sees); the labels are that anatomy moved to one CT
+breathing phase: organs near the diaphragm shift along z by ``diaphragm_shift_mm`` (drawn per
+case, magnitude uniform in [5, 20] mm, sign at random), fading to no shift 250 mm below and
+150 mm above the dome; bone, muscle, fat and the bed do not move.
 
 Every structure is an implicit shape (ellipsoid, tube along a Catmull-Rom centreline, torso
 profile, spine column) evaluated only inside its bounding box, at coordinates displaced by a
@@ -22,6 +34,11 @@ import numpy as np
 
 R, L = 1.0, -1.0  # sign of x on the subject's right / left side (RAS+)
 REF_HEIGHT = 1750.0
+TRANSAXIAL_FOV_MM = 650.0  # uEXPLORER ~686 mm, conventional 600-700 mm
+LONG_AXIAL_FOV_MM = 1060.0  # Biograph Vision Quadra
+ARM_POSES: dict[tuple[str, str], float] = {  # (right, left) arm -> probability
+    ("down", "down"): 0.7, ("up", "up"): 0.2, ("down", "up"): 0.05, ("up", "down"): 0.05}
+SHIFT_RANGE_MM = (5.0, 20.0)  # |CT-phase minus time-averaged diaphragm position|
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +54,8 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue("air", None, None, 0.0), Tissue("fat", None, "fat", .0086),
     Tissue("muscle", None, "muscle", .0100), Tissue("visceral", None, "visceral", .0092),
     Tissue("bone", None, "bone", .0140), Tissue("csf", None, "csf", .0096),
+    Tissue("bed", None, None, .0060), Tissue("marrow", None, "marrow", .0110),
+    Tissue("artery", None, "blood", .0100),
     Tissue("vein", None, "blood", .0100), Tissue("salivary", None, "salivary", .0096),
     Tissue("pituitary", None, "pituitary", .0096),
     Tissue("brain_grey", "brain", "brain_grey", .0097),
@@ -64,7 +83,7 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue("trachea", "trachea", "airway", .0010), Tissue("aorta", "aorta", "blood", .0100),
     Tissue("adrenal_gland_right", "adrenal_gland_right", "adrenal", .0097),
     Tissue("adrenal_gland_left", "adrenal_gland_left", "adrenal", .0097),
-    Tissue("vertebral_body", "vertebrae", "vertebra", .0120),
+    Tissue("vertebral_body", "vertebrae", "marrow", .0120),
     Tissue("vertebral_arch", "vertebrae", "bone", .0140),
     Tissue("spinal_canal", None, "csf", .0096),
     Tissue("spinal_cord", "spinal_cord", "spinal_cord", .0097),
@@ -72,6 +91,10 @@ TISSUES: tuple[Tissue, ...] = (
 # fmt: on
 TISSUE_CODE: dict[str, int] = {t.name: i for i, t in enumerate(TISSUES)}
 ORGANS: frozenset[str] = frozenset(t.organ for t in TISSUES if t.organ)
+# Tissues that follow breathing (Anatomy.ct_phase): soft tissue of the trunk.
+_FIXED = {"air", "bed", "fat", "muscle", "bone", "marrow", "vertebral_body", "vertebral_arch",
+          "spinal_canal", "spinal_cord", "csf"}
+_MOVABLE = np.array([t.name not in _FIXED for t in TISSUES])
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -363,16 +386,20 @@ class Anatomy:
     def __init__(self, seed: int):
         self.seed = int(seed)
         rng = self._rng("subject")
-        self.height = float(np.clip(rng.normal(1720, 85), 1520, 1950))
+        self.height = float(np.clip(rng.normal(1710, 95), 1500, 2000))
         self.sz = self.height / REF_HEIGHT
         self.sxy = self.sz ** 0.7 * float(np.exp(0.04 * rng.standard_normal()))
         self.lean = float(np.exp(0.05 * rng.standard_normal()))
-        self.fat = float(np.clip(rng.normal(18, 8), 6, 45))
-        self.arms_down = bool(rng.random() < 0.75)
+        # BMI 18-40 (log-normal around 26); the subcutaneous fat thickness (mm) follows from it
+        # and the lean build: bmi = 24 lean^2 (1 + 0.025 (fat - 18)).
+        self.bmi = float(np.clip(26.0 * np.exp(0.18 * rng.standard_normal()), 18, 40))
+        self.fat = float(np.clip(18 + (self.bmi / (24.0 * self.lean ** 2) - 1) / 0.025, 3, 60))
+        poses = list(ARM_POSES)
+        self.arms = poses[rng.choice(len(poses), p=list(ARM_POSES.values()))]
         self.breath = float(rng.normal(0, 8))
+        self.diaphragm_shift_mm = float(rng.uniform(*SHIFT_RANGE_MM) * rng.choice([-1.0, 1.0]))
         self.bladder_fill = float(np.exp(0.35 * rng.standard_normal()))
-        bmi = 24.0 * self.lean ** 2 * (1 + 0.025 * (self.fat - 18))
-        self.weight_kg = round(bmi * (self.height / 1000) ** 2, 1)
+        self.weight_kg = round(self.bmi * (self.height / 1000) ** 2, 1)
         self.body_warp = Warp(rng, 5.0 * self.sxy, (200, 500))
         self._build_body()
 
@@ -407,13 +434,14 @@ class Anatomy:
         return Ellipsoid(c, semi, rot), warp
 
     def tube(self, name: str, points, radii, pos_sd=5.0, point_sd=3.0, size_cv=0.1,
-             breath=0.0) -> tuple[Tube, Warp]:
+             breath=0.0, step: float = 4.0) -> tuple[Tube, Warp]:
+        """A jittered, warped tube; centreline sampled every ``step`` mm or more."""
         rng, offset, scale = self._organ_jitter(name, pos_sd, size_cv)
         pts = np.array([self.p(*pt) for pt in points]) + offset
         pts += rng.normal(0, point_sd * self.sxy, pts.shape) + [0, 0, breath * self.breath]
         r = np.asarray(radii, float) * scale
         warp = Warp(rng, 0.25 * float(r.mean()), (60, 160))
-        return Tube(pts, r, step=max(4.0, 0.6 * float(r.min()))), warp
+        return Tube(pts, r, step=max(step, 0.6 * float(r.min()))), warp
 
     # -- body outline ---------------------------------------------------------------------
     def _build_body(self) -> None:
@@ -427,45 +455,84 @@ class Anatomy:
                             ).shrunk(12.0 * self.sxy)
 
         def limb(points, radii, fat):
-            lean_tube = Tube([self.p(*q) for q in points], np.asarray(radii) * s)
+            lean_tube = Tube([self.p(*q) for q in points], np.asarray(radii) * s, step=30.0)
             return lean_tube, lean_tube.shrunk(-fat)
 
-        parts = [limb([(R * 88, -5, 935), (R * 95, 0, 830), (R * 100, 5, 620)],
-                      [85, 72, 58], f),
-                 limb([(L * 88, -5, 935), (L * 95, 0, 830), (L * 100, 5, 620)],
-                      [85, 72, 58], f),
-                 limb([(0, -15, 1420), (0, -12, 1520), (0, -8, 1590)], [52, 50, 48], 0.5 * f)]
+        parts = [limb([(0, -15, 1420), (0, -12, 1520), (0, -8, 1590)], [52, 50, 48], 0.5 * f)]
+        self.limb_bones = []
+        for side in (R, L):  # thigh, knee, calf, ankle (resting on the bed); foot, toes up
+            parts.append(limb([(side * 88, -15, 935), (side * 95, -25, 830), (side * 100, -35, 620),
+                               (side * 95, -60, 480), (side * 90, -60, 330), (side * 85, -75, 110),
+                               (side * 85, -75, 60)], [85, 72, 58, 46, 50, 30, 28], 0.7 * f))
+            parts.append(limb([(side * 85, -85, 40), (side * 88, -5, 35), (side * 92, 90, 40)],
+                              [30, 34, 24], 0.2 * f))
+            self.limb_bones.append(Tube([self.p(side * 95, -60, 475), self.p(side * 90, -60, 300),
+                                         self.p(side * 85, -75, 80)], np.array([14, 11, 11]) * s))
         head = Ellipsoid(self.p(0, 10, 1640), np.array([72, 92, 112]) * s)
         jaw = Ellipsoid(self.p(0, 32, 1550), np.array([48, 42, 32]) * s)
         lean_parts = [p for p, _ in parts] + [head, jaw]
         outer_parts = [o for _, o in parts] + [head.shrunk(-0.2 * f), jaw.shrunk(-0.4 * f)]
-        self.limb_bones = []
-        for side in (R, L):
+        for side, pose in zip((R, L), self.arms):
             shoulder = Ellipsoid(self.p(side * 160, -15, 1432), np.array([45, 48, 48]) * s)
             lean_parts.append(shoulder)
             outer_parts.append(shoulder.shrunk(-0.8 * f))
             ax = side * (202 * s + f) / self.pos_scale  # beside the chest wall
-            if self.arms_down:
+            if pose == "down":
                 pts = [(ax, -15, 1425), (ax + side * 12, -25, 1130), (ax + side * 8, 5, 880),
-                       (ax, 20, 770)]
-                radii = [38, 30, 23, 17]
+                       (ax, 20, 770), (ax, 25, 700), (ax, 25, 620)]
+                radii = [38, 30, 23, 17, 22, 14]
             else:
                 pts = [(ax, -15, 1425), (ax - side * 15, -10, 1600), (ax - side * 50, -5, 1760),
-                       (ax - side * 90, 0, 1950)]
-                radii = [38, 32, 27, 22]
+                       (ax - side * 90, 0, 1950), (ax - side * 100, 0, 2030),
+                       (ax - side * 108, 0, 2100)]
+                radii = [38, 32, 27, 22, 24, 14]
             arm, arm_outer = limb(pts, radii, 0.6 * f)
             lean_parts.append(arm)
             outer_parts.append(arm_outer)
-            self.limb_bones.append(Tube(arm.points, np.full(len(pts), 10.0 * s)))
+            self.limb_bones.append(Tube(arm.points[:4], np.full(4, 10.0 * s)))
         self.body_lean = Union([self.torso_lean] + lean_parts)
         self.body = Union([self.torso] + outer_parts)
 
-    def field_of_view(self) -> tuple[np.ndarray, np.ndarray]:
-        """World box of the scan: upper thighs to above the head, body width plus margin."""
+    @property
+    def skull_base_z(self) -> float:
+        """World z (mm) of the skull base (top of C1), the upper end of a conventional scan."""
+        return float(_LEVELS[-1] * self.sz)
+
+    @property
+    def mid_thigh_z(self) -> float:
+        """World z (mm) halfway between hip joint and knee, the lower end of a conventional scan."""
+        return float(707.0 * self.sz)
+
+    @property
+    def bed_top_y(self) -> float:
+        """World y (mm) of the bed's upper surface: the subject's back rests on it."""
+        t = self.torso
+        return float((t.yc - t.b).min()) - 2.0
+
+    def field_of_view(self, kind: str = "total_body", rng: np.random.Generator | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """World box of a scan: ``TRANSAXIAL_FOV_MM`` square around the body's axis (the bed's
+        height moves it up to ~2 cm), and along z the whole subject (``total_body``),
+        ``LONG_AXIAL_FOV_MM`` placed at random (``long_axial``) or skull base to mid-thigh
+        (``conventional``; both ends move up to 3 cm). ``rng`` places the box (default: by seed).
+        """
+        rng = self._rng(f"fov:{kind}") if rng is None else rng
         lo, hi = self.body.bbox()
-        lo = np.array([lo[0] - 10, lo[1] - 10, 0.42 * self.height])
-        hi = np.array([hi[0] + 10, hi[1] + 10, self.height + 10])
-        return lo, hi
+        zlo, zhi = max(lo[2], -5.0) - 10, hi[2] + 10
+        if kind == "total_body":
+            pass
+        elif kind == "long_axial":
+            zlo = float(rng.uniform(zlo, max(zlo, zhi - LONG_AXIAL_FOV_MM)))
+            zhi = zlo + LONG_AXIAL_FOV_MM
+        elif kind == "conventional":
+            zlo = self.mid_thigh_z - float(rng.uniform(0, 30))
+            zhi = self.skull_base_z + float(rng.uniform(0, 30))
+        else:
+            raise ValueError(f"unknown field of view {kind!r} (known: total_body, long_axial, "
+                             "conventional)")
+        half = TRANSAXIAL_FOV_MM / 2
+        yc = float(np.mean([self.bed_top_y, self.torso.bbox()[1][1]])) + rng.uniform(-20, 20)
+        return np.array([-half, yc - half, zlo]), np.array([half, yc + half, zhi])
 
     def dome(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Height of the diaphragm at (x, y): two domes, the right one higher."""
@@ -480,11 +547,76 @@ class Anatomy:
     def render(self, grid: Grid) -> np.ndarray:
         """The tissue-code volume (uint8, indices into TISSUES) on ``grid``."""
         pt = Painter(grid)
+        self._paint_bed(pt)
         self._paint_body(pt)
+        self._paint_chest_wall(pt)
         self._paint_head(pt)
+        self._paint_vessels(pt)
         self._paint_trunk(pt)
         self._paint_spine(pt)
         return pt.tissue
+
+    def ct_phase(self, tissue: np.ndarray, grid: Grid) -> np.ndarray:
+        """``tissue`` (rendered on ``grid``) moved to the CT's breathing phase (module
+        docstring): soft tissue near the diaphragm shifts along z by up to
+        ``diaphragm_shift_mm``; bone, muscle, fat, air and the bed stay where they are."""
+        z = grid.axes[2]
+        dome = 1240 * self.sz + self.breath
+        weight = np.interp(z, [dome - 250, dome - 60, dome + 20, dome + 150], [0, 1, 1, 0])
+        shift = np.rint(self.diaphragm_shift_mm * weight / grid.spacing[2]).astype(np.int64)
+        source = np.clip(np.arange(len(z)) - shift, 0, len(z) - 1)
+        moved = tissue[:, :, source]
+        movable = _MOVABLE[tissue] & _MOVABLE[moved]
+        return np.where(movable, moved, tissue)
+
+    def _paint_bed(self, pt: Painter) -> None:
+        """The patient bed: a 12 mm carbon-fibre pallet, 46 cm wide, the whole scan long."""
+        x, y, _ = pt.axes
+        ix = np.flatnonzero(np.abs(x) < 230)
+        iy = np.flatnonzero((y <= self.bed_top_y) & (y > self.bed_top_y - 12))
+        pt.tissue[np.ix_(ix, iy, np.arange(pt.grid.shape[2]))] = TISSUE_CODE["bed"]
+
+    def _paint_chest_wall(self, pt: Painter) -> None:
+        """Twelve pairs of ribs (bone) around the thoracic cavity, and the sternum (marrow in
+        a bone shell). Rib k leaves thoracic vertebra k and descends toward the front."""
+        cav, w = self.cavity, [self.body_warp]
+        reach = [0.93] * 7 + [0.8] * 3 + [0.55, 0.45]  # fraction of half a turn
+        width = [0.55, 0.75, 0.85, 0.92, 0.97] + [1.0] * 7
+        for k in range(1, 13):
+            z0 = 0.5 * (_LEVELS[18 - k] + _LEVELS[19 - k]) * self.sz
+            theta = np.linspace(0.12, reach[k - 1], 9) * np.pi
+            z = z0 - (30.0 if k == 1 else 75.0) * self.sz * theta / np.pi
+            a, b, yc = (np.interp(z, cav.z, v) for v in (cav.a, cav.b, cav.yc))
+            a = (a + 2) * width[k - 1]
+            for side in (R, L):
+                pts = np.stack([side * a * np.sin(theta), yc - (b + 2) * np.cos(theta), z], 1)
+                pt.paint("bone", Tube(pts, np.full(len(pts), 5.0 * self.sxy), step=12.0), w)
+        front = float(np.interp(1345 * self.sz, cav.z, cav.yc + cav.b))
+        sternum = Ellipsoid(np.array([0.0, front + 8 * self.sxy, 1345 * self.sz]),
+                            np.array([18 * self.sxy, 7 * self.sxy, 95 * self.sz]))
+        pt.paint("bone", sternum, w)
+        pt.paint("marrow", sternum.shrunk(2.5), w)
+
+    def _paint_vessels(self, pt: Painter) -> None:
+        """Unlabeled main vessels: iliac/femoral arteries and veins, SVC, carotids, jugulars."""
+        w = [self.body_warp]
+        for side in (R, L):
+            pt.paint("artery", self.tube(f"iliac_artery{side}", [
+                (L * 8, 8, 1040), (side * 40, 15, 960), (side * 75, 30, 900), (side * 88, 25, 850),
+                (side * 97, -25, 620), (side * 95, -75, 480), (side * 90, -65, 330)],
+                [6.5, 5.5, 5, 4.5, 4, 3.5, 3], point_sd=1.5, step=12.0)[0], w)
+            pt.paint("vein", self.tube(f"iliac_vein{side}", [
+                (R * 22, -5, 1000), (side * 45, 5, 950), (side * 72, 20, 895), (side * 80, 15, 850),
+                (side * 90, -30, 620), (side * 92, -80, 480), (side * 88, -70, 330)],
+                [8, 7, 6.5, 6, 5.5, 4.5, 4], point_sd=1.5, step=12.0)[0], w)
+            pt.paint("artery", self.tube(f"carotid{side}", [
+                (side * 12, 25, 1395), (side * 22, 18, 1470), (side * 25, 12, 1560)], [4.5] * 3,
+                pos_sd=2, point_sd=1)[0], w)
+            pt.paint("vein", self.tube(f"jugular{side}", [
+                (side * 30, 15, 1400), (side * 38, 10, 1470), (side * 40, 5, 1560)], [6] * 3,
+                pos_sd=2, point_sd=1)[0], w)
+        pt.paint("vein", self.tube("svc", [(R * 20, 22, 1275), (R * 22, 18, 1340),
+                                           (R * 18, 15, 1395)], [10, 10, 9], pos_sd=2)[0], w)
 
     def _paint_body(self, pt: Painter) -> None:
         for tissue, body in (("fat", self.body), ("muscle", self.body_lean)):
@@ -586,8 +718,9 @@ class Anatomy:
         self._paint_heart(pt)
         for tissue, side, c in (("kidney_right", R, (R * 65, -40, 1095)),
                                 ("kidney_left", L, (L * 65, -40, 1115))):
-            shape, warp = self.ellipsoid(tissue, c, (26, 22, 52),
-                                         _rot_to((-side * 0.22, -0.18, 0.96)), breath=1)
+            shape, warp = self.ellipsoid(tissue, c, (29, 24, 57),  # ~165 ml (ICRP 89: 150)
+                                         _rot_to((-side * 0.22, -0.18, 0.96)), size_cv=0.07,
+                                         breath=1)
             kidney = self._paint_organ(pt, tissue, (shape, warp), cav)
             if kidney is not None:
                 patch, q, _ = kidney
@@ -601,7 +734,7 @@ class Anatomy:
             (L * 35, 15, 1080)], [12] * 9, breath=1), cav)
         self._paint_organ(pt, "pancreas", self.tube("pancreas", [
             (R * 32, 12, 1080), (R * 5, 28, 1105), (L * 25, 22, 1125), (L * 58, -8, 1145),
-            (L * 75, -20, 1155)], [16, 11, 11, 10, 9], breath=1), cav)
+            (L * 75, -20, 1155)], [18, 13, 12.5, 11.5, 10], breath=1), cav)
         self._paint_organ(pt, "gallbladder", self.ellipsoid(
             "gallbladder", (R * 55, 45, 1095), (15, 15, 38), _rot_to((L * 0.2, -0.45, 0.87)),
             size_cv=0.15, breath=1), cav)
@@ -613,7 +746,7 @@ class Anatomy:
         self._paint_organ(pt, "esophagus", self.tube("esophagus", [
             (L * 2, -6, 1520), (L * 3, -11, 1460), (R * 1, -17, 1400), (R * 2, -21, 1335),
             (R * 2, -20, 1280), (R * 2, -8, 1235), (L * 12, 0, 1208), (L * 30, 4, 1192)],
-            [8.5] * 8, pos_sd=2, point_sd=1.5, size_cv=0.05))
+            [7.5] * 8, pos_sd=2, point_sd=1.5, size_cv=0.05))
         for side in (R, L):
             self._paint_organ(pt, "thyroid_gland", self.ellipsoid(
                 f"thyroid{side}", (side * 19, 14, 1478), (9, 10, 24), pos_sd=2, min_semi=8.0))
@@ -629,11 +762,15 @@ class Anatomy:
             (L * 14, -6, 1180), (L * 10, 3, 1120), (L * 8, 8, 1040)],
             [13, 14, 13, 12, 11, 11, 11, 10.5, 10, 9.5, 9], pos_sd=2, point_sd=1.5,
             size_cv=0.08))
-        for tissue, c in (("adrenal_gland_right", (R * 40, -30, 1150)),
-                          ("adrenal_gland_left", (L * 38, -26, 1148))):
-            self._paint_organ(pt, tissue, self.ellipsoid(tissue, c, (9, 10, 18), pos_sd=3,
-                                                         size_cv=0.08, breath=1, min_semi=8.5),
-                              cav)
+        # Adrenals: a body with a medial and a lateral limb (inverted V on the right, lambda on
+        # the left), limbs 5-7 mm thick and 3-4 cm long, ~4-6 ml a gland (ICRP 89: 6-7 g).
+        for tissue, points in (
+                ("adrenal_gland_right", [(R * 33, -27, 1118), (R * 40, -24, 1166),
+                                         (R * 56, -38, 1126)]),
+                ("adrenal_gland_left", [(L * 29, -19, 1108), (L * 36, -16, 1162),
+                                        (L * 52, -31, 1114)])):
+            self._paint_organ(pt, tissue, self.tube(tissue, points, [3.3, 4.8, 3.3], pos_sd=3,
+                                                    point_sd=1.5, size_cv=0.08, breath=1), cav)
 
     def _paint_heart(self, pt: Painter) -> None:
         axis = np.array([L * 0.65, 0.45, -0.6])
@@ -652,13 +789,15 @@ class Anatomy:
     def _paint_pelvis(self, pt: Painter) -> None:
         w = [self.body_warp]
         for side in (R, L):
-            pt.paint("bone", self.ellipsoid(f"ilium{side}", (side * 80, -7, 985), (10, 62, 48),
-                                            _rot(0, 0, -side * 40))[0], w)
+            ilium = self.ellipsoid(f"ilium{side}", (side * 80, -7, 985), (10, 62, 48),
+                                   _rot(0, 0, -side * 40))[0]
+            pt.paint("bone", ilium, w)
+            pt.paint("marrow", ilium.shrunk(3.0), w)
             pt.paint("bone", self.tube(f"pubis{side}", [
                 (side * 85, 10, 915), (side * 45, 45, 880), (side * 8, 62, 868)], [11] * 3)[0], w)
             pt.paint("bone", self.tube(f"femur{side}", [
-                (side * 88, 5, 920), (side * 110, 0, 892), (side * 112, 0, 860),
-                (side * 100, 5, 620)], [24, 16, 15, 14])[0], w)
+                (side * 88, 5, 920), (side * 110, 0, 892), (side * 112, -5, 860),
+                (side * 100, -35, 620), (side * 95, -55, 490)], [24, 16, 15, 14, 16])[0], w)
 
     def _paint_spine(self, pt: Painter) -> None:
         sp = _SPINE
@@ -668,7 +807,7 @@ class Anatomy:
         x, y, z = patch.xyz
         yb, rx, ry, rc = (np.interp(z, zk, sp[:, i] * self.sxy).astype(np.float32)
                           for i in (1, 2, 3, 4))
-        r_cord = np.float32(max(7.0, 7.0 * self.sxy))  # >= 2 voxels across at 6 mm
+        r_cord = np.float32(5.0 * self.sxy)  # ~10 mm across (real: 8-12 mm)
         rc = np.maximum(rc, r_cord + 1.5)
         levels = _LEVELS * self.sz
         lvl = np.clip(np.searchsorted(levels, z, "right") - 1, 0, len(_DISC) - 1)

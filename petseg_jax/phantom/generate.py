@@ -2,12 +2,17 @@
 
     python -m petseg_jax.phantom --out runs/raw --cases 10 --seed 0
 
-Each case is one synthetic subject (:mod:`anatomy`: body, 23 organs and unlabeled
-tissue, head to upper thighs), a tracer biodistribution (:mod:`uptake`) and a scan at a
-center (:mod:`scanner`: PSF, attenuation, Poisson counts divided by the dose reduction
-factor, AC or NAC). Images are float32 Bq/ml with the patient weight and injected activity in
-``metadata.csv`` (SUV computable); labels come from the anatomy itself, never from the image.
-The design and the uptake table are described in BUILD_NOTES.md ("Synthetic phantom").
+Each case is one synthetic subject (:mod:`anatomy`: whole body on the bed, 23 organs and
+unlabeled tissue) in a scanner field of view (whole body, 106 cm or skull base to mid-thigh,
+``metadata.csv`` column ``field_of_view``), a tracer biodistribution (:mod:`uptake`, with 68Ga's
+positron range) and a scan at a center (:mod:`scanner`; the two meet only through the activity
+and attenuation maps). Tissue is drawn on a grid ``SUPERSAMPLE`` times finer and averaged down:
+activity and attenuation by the mean, labels by the majority (ties go to the lower id, so a
+voxel half organ, half background is background). Labels are the anatomy at a CT breathing
+phase, the activity at the time-averaged one (``Anatomy.ct_phase``). Images are float32 Bq/ml
+with the patient weight and injected activity in ``metadata.csv`` (SUV computable); labels come
+from the anatomy itself, never from the image. BUILD_NOTES.md ("Synthetic phantom" and
+"Session 4 - issue 15") describes the design.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from petseg_jax.phantom.anatomy import ORGANS, TISSUES, Anatomy, Grid
+from petseg_jax.phantom.anatomy import ORGANS, TISSUE_CODE, TISSUES, Anatomy, Grid
 from petseg_jax.phantom.scanner import CENTERS, Center, gaussian_blur, simulate_scan
-from petseg_jax.phantom.uptake import COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, suv_volume
+from petseg_jax.phantom.uptake import (
+    COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, positron_range_blur, suv_tables, textured_suv)
 from petseg_jax.data.raw_dataset import (
-    DATASET_JSON, IMAGES_DIR, LABELS_DIR, METADATA_CSV, CaseMetadata, RawDatasetError,
-    canonical_tracer, image_file, label_file, save_nifti, write_dataset_json, write_metadata_csv)
+    DATASET_JSON, FIELDS_OF_VIEW, IMAGES_DIR, LABELS_DIR, METADATA_CSV, CaseMetadata,
+    RawDatasetError, canonical_tracer, image_file, label_file, save_nifti, write_dataset_json,
+    write_metadata_csv)
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema
 from petseg_jax.data.store import write_json_atomic
 from petseg_jax.workers import process_pool
@@ -38,8 +45,12 @@ from petseg_jax.workers import process_pool
 MARKER = "phantom.json"
 DEFAULT_TRACER_MIX = {"FDG": 0.4, "PSMA": 0.15, "DOTATATE": 0.15, "FAPI": 0.15,
                       "Grazytracer": 0.15}
+DEFAULT_FOV_MIX = dict.fromkeys(FIELDS_OF_VIEW, 1.0)
 DEFAULT_DOSE_FACTORS = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)
 TEXTURE_FWHM_MM = 14.0  # within-organ texture correlation length (sigma ~6 mm)
+SUPERSAMPLE = 2  # tissue drawn on a grid this many times finer per axis, then averaged down
+_MU = np.array([t.mu for t in TISSUES], np.float32)
+_LUNG = np.isin(np.arange(len(TISSUES)), [TISSUE_CODE["lung_right"], TISSUE_CODE["lung_left"]])
 
 
 class PhantomCase(NamedTuple):
@@ -74,12 +85,88 @@ def _texture_field(shape, spacing, rng: np.random.Generator) -> np.ndarray:
     return field / np.float32(field.std() + 1e-12)
 
 
+def _blocks(volume: np.ndarray, f: int) -> np.ndarray:
+    """``(X, Y, Z, f**3)``: each ``f x f x f`` block of ``volume`` (shape divisible by f)."""
+    x, y, z = (n // f for n in volume.shape)
+    return volume.reshape(x, f, y, f, z, f).transpose(0, 2, 4, 1, 3, 5).reshape(x, y, z, -1)
+
+
+def block_mean(volume: np.ndarray, f: int) -> np.ndarray:
+    """Mean of each ``f x f x f`` block (float32; shape divisible by f)."""
+    out = volume.astype(np.float32)
+    for axis in range(3):
+        step = [slice(None)] * 3
+        parts = []
+        for i in range(f):
+            step[axis] = slice(i, None, f)
+            parts.append(out[tuple(step)])
+        out = sum(parts[1:], parts[0])
+    return out / np.float32(f ** 3)
+
+
+def block_majority(labels: np.ndarray, f: int) -> np.ndarray:
+    """The most frequent label of each ``f x f x f`` block; ties go to the lowest label."""
+    blocks = _blocks(labels, f)
+    out = blocks[..., 0].copy()
+    mixed = np.nonzero((blocks != blocks[..., :1]).any(-1))
+    b = blocks[mixed].astype(np.int32)
+    votes = (b[:, :, None] == b[:, None, :]).sum(2)
+    out[mixed] = b[np.arange(len(b)), (votes * 1024 - b).argmax(1)]
+    return out
+
+
+def _body_box(anatomy: Anatomy, grid: Grid) -> tuple[slice, slice, slice]:
+    """Index box of ``grid`` that holds the body and the bed (everything else is air)."""
+    lo, hi = anatomy.body.bbox()
+    lo = np.array([max(lo[0], -230.0), anatomy.bed_top_y - 14, lo[2]]) - 25
+    hi = hi + 25
+    box = []
+    for ax, a, b in zip(grid.axes, lo, hi):
+        box.append(slice(int(np.searchsorted(ax, a)), max(int(np.searchsorted(ax, b, "right")),
+                                                          int(np.searchsorted(ax, a)) + 1)))
+    return tuple(box)
+
+
+def _fine(grid: Grid, box: tuple[slice, ...], f: int) -> Grid:
+    """The grid ``f`` times finer over ``box`` of ``grid`` (each coarse voxel = f^3 fine)."""
+    origin = tuple(o + s * (b.start - 0.5 + 0.5 / f)
+                   for o, s, b in zip(grid.origin, grid.spacing, box))
+    return Grid(origin, tuple(s / f for s in grid.spacing),
+                tuple((b.stop - b.start) * f for b in box))
+
+
+def render_maps(anatomy: Anatomy, grid: Grid, tracer: str, suv: dict[str, float],
+                texture_rng: np.random.Generator, schema: LabelSchema = DEFAULT_SCHEMA
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(activity in SUV, mu per mm, labels)`` on ``grid``, drawn ``SUPERSAMPLE`` times finer
+    inside the body's box: SUV and mu averaged down (68Ga positron range applied), labels the
+    CT-phase anatomy's block majority."""
+    f = SUPERSAMPLE
+    box = _body_box(anatomy, grid)
+    fine = _fine(grid, box, f)
+    tissue = anatomy.render(fine)
+    labels = np.zeros(grid.shape, np.uint8)
+    labels[box] = block_majority(organ_lut(schema)[anatomy.ct_phase(tissue, fine)], f)
+    mu = np.zeros(grid.shape, np.float32)
+    mu[box] = block_mean(_MU[tissue], f)
+    mean, weighted_amp = suv_tables([t.uptake for t in TISSUES], suv)
+    field = _texture_field(tuple(b.stop - b.start for b in box), grid.spacing, texture_rng)
+    suv_map = np.zeros(grid.shape, np.float32)
+    suv_map[box] = textured_suv(block_mean(mean[tissue], f), block_mean(weighted_amp[tissue], f),
+                                field)
+    lung = np.zeros(grid.shape, np.float32)
+    lung[box] = block_mean(_LUNG[tissue], f)
+    return positron_range_blur(suv_map, lung, grid.spacing, tracer), mu, labels
+
+
 def generate_case(seed: int, tracer: str = "FDG", center: str = "center_a",
                   dose_reduction_factor: float = 1.0, attenuation_corrected: bool = True,
                   spacing_mm: float | Sequence[float] | None = None,
-                  schema: LabelSchema = DEFAULT_SCHEMA, case_id: str = "phantom") -> PhantomCase:
-    """One synthetic case. The anatomy (hence the labels) depends only on ``seed`` and the
-    grid spacing; uptake on ``tracer``; noise on the dose factor and AC/NAC as well."""
+                  schema: LabelSchema = DEFAULT_SCHEMA, case_id: str = "phantom",
+                  field_of_view: str = "total_body") -> PhantomCase:
+    """One synthetic case. The anatomy (hence the labels) depends only on ``seed``, the
+    field of view and the grid spacing; uptake on ``tracer``; noise on the dose factor and
+    AC/NAC as well."""
     tracer = canonical_tracer(tracer)
     site = _center(center)
     k = float(dose_reduction_factor)
@@ -90,26 +177,21 @@ def generate_case(seed: int, tracer: str = "FDG", center: str = "center_a",
     else:
         spacing = tuple(float(s) for s in np.broadcast_to(spacing_mm, 3))
     anatomy = Anatomy(seed)
-    grid = Grid.covering(*anatomy.field_of_view(), spacing)
-    tissue = anatomy.render(grid)
-    labels = organ_lut(schema)[tissue]
-
-    keys = [t.uptake for t in TISSUES]
+    grid = Grid.covering(*anatomy.field_of_view(field_of_view), spacing)
     tag = zlib.crc32(tracer.encode())
     suv = case_suv(tracer, np.random.default_rng([seed, 1, tag]))
-    field = _texture_field(grid.shape, spacing, np.random.default_rng([seed, 2]))
+    suv_map, mu, labels = render_maps(anatomy, grid, tracer, suv,
+                                      np.random.default_rng([seed, 2]), schema)
     act_rng = np.random.default_rng([seed, 3, tag])
     injected_bq = float(INJECTED_MBQ_PER_KG[tracer] * anatomy.weight_kg * 1e6
                         * np.exp(0.1 * act_rng.standard_normal()))
-    activity = suv_volume(tissue, keys, suv, field) * np.float32(
-        injected_bq / (anatomy.weight_kg * 1000.0))  # SUV -> Bq/ml (1 g/ml)
-    mu = np.array([t.mu for t in TISSUES], np.float32)[tissue]
+    activity = suv_map * np.float32(injected_bq / (anatomy.weight_kg * 1000.0))  # 1 g/ml
     noise_rng = np.random.default_rng([seed, 4, tag, int(round(k * 1000)),
                                        int(attenuation_corrected)])
     image = simulate_scan(activity, mu, spacing, site, k, attenuation_corrected,
-                          COUNT_YIELD[tracer], noise_rng)
+                          COUNT_YIELD[tracer], noise_rng, field_of_view=field_of_view)
     meta = CaseMetadata(case_id, tracer, site.name, k, bool(attenuation_corrected), None,
-                        anatomy.weight_kg, round(injected_bq), "Bq/ml")
+                        anatomy.weight_kg, round(injected_bq), "Bq/ml", field_of_view)
     return PhantomCase(image, labels, grid.affine, meta)
 
 
@@ -124,6 +206,7 @@ class CasePlan:
     dose_reduction_factor: float
     attenuation_corrected: bool
     split: str
+    field_of_view: str = "total_body"
 
 
 def _allocate(n: int, weights: Mapping[str, float] | Mapping[float, float]) -> list:
@@ -145,10 +228,12 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
                centers: Sequence[str] = tuple(CENTERS),
                dose_factors: Sequence[float] = DEFAULT_DOSE_FACTORS,
                nac_fraction: float = 0.2, test_fraction: float = 0.2,
-               val_fraction: float = 0.1) -> list[CasePlan]:
+               val_fraction: float = 0.1,
+               fields_of_view: Mapping[str, float] = DEFAULT_FOV_MIX) -> list[CasePlan]:
     """Deterministic case attributes and splits.
 
-    Tracers follow the weights, centers are balanced, half the cases are full dose (when 1 is
+    Tracers follow the weights, centers are balanced, fields of view follow their weights
+    (drawn independently of the center), half the cases are full dose (when 1 is
     among ``dose_factors``; the other factors share the rest), ``nac_fraction`` are NAC. Every
     tracer with >= 2 cases has held-out test cases (about ``test_fraction``), at least half of
     them full-dose AC when such cases are allowed (the demo is judged on full-dose AC FDG test
@@ -160,6 +245,10 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
     tracer_of = rng.permutation(_allocate(n, {canonical_tracer(t): w
                                               for t, w in tracers.items()}))
     center_of = rng.permutation(_allocate(n, dict.fromkeys(map(str, centers), 1.0)))
+    unknown = set(fields_of_view) - set(FIELDS_OF_VIEW)
+    if unknown:
+        raise ValueError(f"unknown field(s) of view {sorted(unknown)} (known: {FIELDS_OF_VIEW})")
+    fov_of = np.random.default_rng([seed, 0xF0F]).permutation(_allocate(n, fields_of_view))
     factors = sorted({float(f) for f in dose_factors})
     weights = {f: 1.0 for f in factors}
     if 1.0 in weights and len(factors) > 1:
@@ -197,7 +286,7 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
             n_val -= 1
     return [CasePlan(f"phantom_{i:04d}", int(np.random.SeedSequence([seed, i]).generate_state(1)[0]),
                      str(tracer_of[i]), str(center_of[i]), float(k_of[i]), bool(ac_of[i]),
-                     split[i]) for i in range(n)]
+                     split[i], str(fov_of[i])) for i in range(n)]
 
 
 # ----------------------------------------------------------------------------- writing
@@ -206,7 +295,8 @@ def write_case(out: Path, plan: CasePlan, spacing_mm: float | None,
                schema: LabelSchema = DEFAULT_SCHEMA) -> CaseMetadata:
     """Generate one planned case and write its image and label files (atomically)."""
     case = generate_case(plan.seed, plan.tracer, plan.center, plan.dose_reduction_factor,
-                         plan.attenuation_corrected, spacing_mm, schema, plan.case_id)
+                         plan.attenuation_corrected, spacing_mm, schema, plan.case_id,
+                         plan.field_of_view)
     save_nifti(image_file(out, plan.case_id), case.image, case.affine)
     save_nifti(label_file(out, plan.case_id), case.labels, case.affine)
     return dataclasses.replace(case.metadata, split=plan.split)
@@ -238,7 +328,8 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
             rows.append(write_case(out, plan, spacing_mm))
             bar.update()
     else:
-        with process_pool(workers, start_method=None) as pool:
+        # spawn, not fork: the scanner model runs JAX, which must not be forked once started
+        with process_pool(workers) as pool:
             futures = [pool.submit(write_case, out, plan, spacing_mm) for plan in plans]
             for f in futures:
                 f.add_done_callback(lambda _: bar.update())
@@ -249,11 +340,11 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
     return out
 
 
-def _tracer_weights(items: Sequence[str]) -> dict[str, float]:
+def _weights(items: Sequence[str], canonical=str) -> dict[str, float]:
     weights = {}
     for item in items:
         name, _, w = item.partition(":")
-        weights[canonical_tracer(name)] = float(w) if w else 1.0
+        weights[canonical(name)] = float(w) if w else 1.0
     return weights
 
 
@@ -268,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="tracer mix (default FDG:0.4 and 0.15 each for PSMA, DOTATATE, FAPI, "
                          "Grazytracer)")
     ap.add_argument("--centers", nargs="+", default=list(CENTERS), choices=list(CENTERS))
+    ap.add_argument("--fields-of-view", nargs="+", metavar="NAME[:WEIGHT]",
+                    help="scanner field-of-view mix, drawn independently of the center "
+                         f"(default: {', '.join(FIELDS_OF_VIEW)} equally)")
     ap.add_argument("--dose-reduction-factors", nargs="+", type=float,
                     default=list(DEFAULT_DOSE_FACTORS), metavar="K",
                     help="dose reduction factors (1 = full dose; half the cases get 1)")
@@ -283,14 +377,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(replaces its imagesTr/, labelsTr/, dataset.json, metadata.csv)")
     args = ap.parse_args(argv)
     try:
-        tracers = _tracer_weights(args.tracers) if args.tracers else DEFAULT_TRACER_MIX
+        tracers = _weights(args.tracers, canonical_tracer) if args.tracers else DEFAULT_TRACER_MIX
+        fovs = _weights(args.fields_of_view) if args.fields_of_view else DEFAULT_FOV_MIX
         if any(k < 1 for k in args.dose_reduction_factors):
             raise ValueError("dose reduction factors must be >= 1")
         if not 0 <= args.nac_fraction <= 1:
             raise ValueError("--nac-fraction must be in [0, 1]")
         plans = plan_cases(args.cases, args.seed, tracers, args.centers,
                            args.dose_reduction_factors, args.nac_fraction, args.test_fraction,
-                           args.val_fraction)
+                           args.val_fraction, fovs)
         marker = {"generator": __name__, "argv": list(sys.argv[1:] if argv is None else argv)}
         write_dataset(args.out, plans, args.spacing, args.workers, args.overwrite, marker)
     except (ValueError, OSError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ def ensure_store(data_cfg: Mapping[str, Any], seed: int = 0) -> Path:
         log.info("generating %d phantom cases into %s", phantom["cases"], raw)
         phantom_lib.main(["--out", str(raw), "--cases", str(phantom["cases"]),
                           "--seed", str(phantom["seed"]), "--spacing", str(phantom["spacing"]),
-                          "--test-fraction", str(phantom["test_fraction"]), "--overwrite"])
+                          "--test-fraction", str(phantom["test_fraction"]), "--overwrite",
+                          "--workers", str(max(1, min(os.cpu_count() or 1, phantom["cases"])))])
     from petseg_jax.data import ingest as ingest_lib
 
     spacing = tuple(data_cfg["spacing"]) or None

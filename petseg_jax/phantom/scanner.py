@@ -1,27 +1,34 @@
-"""Scanner model of the synthetic PET phantom: centers, resolution, attenuation, count noise.
+"""Scanner model of the synthetic PET phantom: the join between a subject and the physics.
 
-An activity volume (Bq/ml) becomes a PET image in four steps:
+A subject enters only through its activity (Bq/ml) and attenuation (1/mm at 511 keV) maps.
+A scan of it (:func:`simulate_scans`) is made the way a scanner makes one
+(:mod:`petseg_jax.physics`):
 
-1. resolution: separable Gaussian PSF of the center's FWHM;
-2. attenuation: the fraction ``a`` of photon pairs that escape, averaged over four in-plane
-   line-of-response directions (x, y and both diagonals) through each voxel, from the
-   tissue attenuation map;
-3. counts: Poisson(expected counts) where the expected counts are the attenuated activity times
-   the center's count level, the tracer's count yield and the voxel volume, divided by the dose
-   reduction factor k (so relative noise grows like sqrt(k));
-4. reconstruction: Gaussian post-filter, back to Bq/ml; attenuation-corrected (AC) images are
-   divided by ``a`` (quantitative, noisier in the body's centre), non-attenuation-corrected
-   (NAC) images are not (activity falls off toward the centre, skin and lungs look bright).
+1. resolution: the scanner's intrinsic PSF (a Gaussian of the center's FWHM) on the activity;
+2. acquisition: rebinned sinograms of the attenuated activity with the axial sensitivity
+   profile of the field of view's scanner class, plus scatter and randoms; one Poisson draw of
+   the full-dose prompts, at the center's count level times the tracer's count yield;
+3. low dose: binomial thinning of those counts by each dose reduction factor ``k``;
+4. reconstruction: OSEM with the class's protocol, attenuation- and scatter-corrected (AC) or
+   neither (NAC, from the same counts), then the center's post-filter and calibration.
+
+The center gives the resolution, post-filter, count level and calibration; the field of view
+(drawn independently of the center) gives the scanner geometry and its OSEM protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+from petseg_jax.physics.acquisition import Scan
+from petseg_jax.physics.reconstruction import gaussian_blur
+from petseg_jax.physics.simulation import Condition, Imaging, simulate
+from petseg_jax.physics.simulation import acquire as physics_acquire
+
+__all__ = ["CENTERS", "Center", "acquire", "gaussian_blur", "simulate_scan", "simulate_scans"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,52 +36,58 @@ class Center:
     """A site: its scanner's resolution, reconstruction grid, count level and calibration."""
 
     name: str
-    psf_fwhm_mm: float
-    post_fwhm_mm: float
+    psf_fwhm_mm: float  # intrinsic resolution of the scanner (NEMA, near the centre)
+    post_fwhm_mm: float  # Gaussian post-filter of the site's clinical protocol
     spacing: tuple[float, float, float]
-    counts_per_kbq: float  # expected counts per (kBq/ml x ml) of attenuated activity, k = 1
+    counts_per_kbq: float  # expected trues per kBq of unattenuated activity, axial peak, k = 1
     calibration: float  # cross-calibration factor of the site's images
 
+    @property
+    def resolution_fwhm_mm(self) -> float:
+        """The site's stated image resolution: its reconstruction models the scanner's PSF,
+        which converged OSEM recovers, so the post-filter's FWHM is what is left."""
+        return self.post_fwhm_mm
 
+    @property
+    def imaging(self) -> Imaging:
+        """How the site reconstructs: PSF modelled, post-filter, calibration."""
+        return Imaging(self.psf_fwhm_mm, self.post_fwhm_mm, self.calibration)
+
+
+# count levels: NEMA NU 2-2018 sensitivity x a clinical acquisition time (BUILD_NOTES.md)
 CENTERS: dict[str, Center] = {c.name: c for c in (
-    Center("center_a", 3.0, 3.0, (4.0, 4.0, 4.0), 4000.0, 1.00),  # uEXPLORER-class total body
-    Center("center_b", 3.6, 4.0, (3.6, 3.6, 4.0), 2500.0, 0.97),  # Quadra-class long axial FOV
-    Center("center_c", 5.0, 5.0, (4.8, 4.8, 4.0), 700.0, 1.04),  # conventional-FOV multi-bed
+    # uEXPLORER class: 174 cps/kBq x 300 s
+    Center("center_a", 3.0, 3.0, (4.0, 4.0, 4.0), 52000.0, 1.00),
+    # Quadra class: 83 cps/kBq (MRD 85) x 300 s
+    Center("center_b", 3.6, 4.0, (3.6, 3.6, 4.0), 25000.0, 0.97),
+    # conventional PET/CT: 16.4 cps/kBq x 180 s per bed
+    Center("center_c", 5.0, 5.0, (4.8, 4.8, 4.0), 3000.0, 1.04),
 )}
 
+def simulate_scans(activity: np.ndarray, mu: np.ndarray, spacing, center: Center,
+                   conditions: Sequence[Condition], count_yield: float,
+                   rng: np.random.Generator, field_of_view: str = "total_body"
+                   ) -> dict[Condition, np.ndarray]:
+    """PET images (float32 Bq/ml; NAC in uncorrected Bq/ml) of one acquisition, one per
+    ``(dose_reduction_factor, attenuation_corrected)`` condition; the full-dose counts are
+    drawn once and thinned for each factor (:func:`petseg_jax.physics.simulation.simulate`)."""
+    scan = acquire(activity, mu, spacing, center, count_yield, field_of_view)
+    return simulate(scan, conditions, rng, center.imaging)
 
-def gaussian_blur(volume: np.ndarray, fwhm_mm: float, spacing) -> np.ndarray:
-    """Separable Gaussian blur with a FWHM in mm (per-axis sigma in voxels)."""
-    sigma = [fwhm_mm * FWHM_TO_SIGMA / s for s in spacing]
-    return ndimage.gaussian_filter(volume, sigma, mode="constant", truncate=3.0)
 
-
-def attenuation_factors(mu: np.ndarray, spacing) -> np.ndarray:
-    """Mean in-plane photon-pair survival ``exp(-line integral of mu)`` over 4 directions."""
-    nx, ny, nz = mu.shape
-    sx, sy = float(spacing[0]), float(spacing[1])
-    mu = mu.astype(np.float64)
-    out = np.exp(-mu.sum(0, keepdims=True) * sx) + np.exp(-mu.sum(1, keepdims=True) * sy)
-    i, j = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-    k = np.arange(nz)
-    step = np.hypot(sx, sy)
-    for diag in (i + j, i - j + ny - 1):  # both diagonals, per z slice
-        index = (diag[:, :, None] * nz + k).ravel()
-        sums = np.bincount(index, weights=mu.ravel(), minlength=(nx + ny - 1) * nz)
-        out = out + np.exp(-sums[index].reshape(mu.shape) * step)
-    return (out / 4).astype(np.float32)
+def acquire(activity: np.ndarray, mu: np.ndarray, spacing, center: Center, count_yield: float,
+            field_of_view: str = "total_body") -> Scan:
+    """The expected full-dose data of a subject scanned at ``center``."""
+    if not count_yield > 0:
+        raise ValueError(f"count_yield must be > 0, got {count_yield}")
+    return physics_acquire(activity, mu, spacing, field_of_view,
+                           center.counts_per_kbq * count_yield / 1000.0, center.psf_fwhm_mm)
 
 
 def simulate_scan(activity: np.ndarray, mu: np.ndarray, spacing, center: Center,
                   dose_reduction_factor: float, attenuation_corrected: bool, count_yield: float,
-                  rng: np.random.Generator) -> np.ndarray:
-    """PET image (float32, Bq/ml; NAC images in uncorrected Bq/ml) from an activity volume."""
-    att = attenuation_factors(mu, spacing)
-    expected = gaussian_blur(activity, center.psf_fwhm_mm, spacing) * att
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    scale = center.counts_per_kbq * count_yield * voxel_ml / 1000.0 / dose_reduction_factor
-    counts = rng.poisson(np.maximum(expected, 0) * scale).astype(np.float32)
-    image = gaussian_blur(counts, center.post_fwhm_mm, spacing) / np.float32(scale)
-    if attenuation_corrected:
-        image /= att
-    return (image * np.float32(center.calibration)).astype(np.float32)
+                  rng: np.random.Generator, field_of_view: str = "total_body") -> np.ndarray:
+    """One PET image (float32, Bq/ml; NAC images in uncorrected Bq/ml) of an activity volume."""
+    condition = (float(dose_reduction_factor), bool(attenuation_corrected))
+    return simulate_scans(activity, mu, spacing, center, [condition], count_yield, rng,
+                          field_of_view)[condition]

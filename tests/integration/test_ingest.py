@@ -348,7 +348,8 @@ def test_cli_module_entry_point(tmp_path):
 
 def test_phantom_dataset_end_to_end(tmp_path):
     raw, store = tmp_path / "raw", tmp_path / "store"
-    assert phantom.main(["--out", str(raw), "--cases", "2", "--seed", "3", "--spacing", "8"]) == 0
+    assert phantom.main(["--out", str(raw), "--cases", "2", "--seed", "3", "--spacing", "8",
+                         "--fields-of-view", "conventional", "long_axial"]) == 0
     assert main(["--raw", str(raw), "--out", str(store), "--workers", "1"]) == 0
     manifest = json.loads((store / "manifest.json").read_text())
     dataset = RawDataset(raw)
@@ -359,4 +360,5 @@ def test_phantom_dataset_end_to_end(tmp_path):
         labels = _open(store / "labels" / case_id).read().result()
         np.testing.assert_array_equal(labels, np.asanyarray(source.dataobj))
         assert case["suv_factor"] == pytest.approx(dataset.metadata(case_id).suv_factor())
+        assert case["metadata"]["field_of_view"] in ("conventional", "long_axial")
         assert sum(case["class_voxels"].values()) == labels.size

@@ -14,7 +14,8 @@ import pytest
 from petseg_jax import predict
 from petseg_jax.data import nifti
 from petseg_jax.data.schema import DEFAULT_SCHEMA
-from petseg_jax.inference.nifti_pipeline import Predictor, suv_factor_from, window_size
+from petseg_jax.data import suv
+from petseg_jax.inference.nifti_pipeline import Predictor, window_size
 from petseg_jax.inference.spec import FORMAT_VERSION
 
 SCHEMA = DEFAULT_SCHEMA
@@ -75,15 +76,18 @@ def test_window_shrinks_to_stride_multiples():
 
 
 def test_suv_factor_from_weight_and_activity():
-    assert suv_factor_from(70.0, 350.0) == pytest.approx(70e3 / 350e6)
-    with pytest.raises(ValueError, match="positive"):
-        suv_factor_from(70.0, 0.0)
+    calibration = suv.from_flags(suv.SuvOverrides(weight_kg=70.0, injected_mbq=350.0))
+    assert calibration.suvbw == pytest.approx(70e3 / 350e6) and calibration.source == "flags"
+    assert suv.from_flags(suv.SuvOverrides()) is None
+    with pytest.raises(ValueError, match="not plausible"):
+        suv.from_flags(suv.SuvOverrides(weight_kg=70.0, injected_mbq=0.0))
 
 
 def test_labels_on_the_input_grid_at_their_world_position(las_case, tmp_path):
     path, world = las_case
     out, stats = tmp_path / "labels.nii.gz", tmp_path / "organs.csv"
-    rows = fake_predictor().predict_nifti(path, out, stats, suv_factor=1.0)
+    rows = fake_predictor().predict_nifti(path, out, stats,
+                                          suv.from_flags(suv.SuvOverrides(suv_factor=1.0)))
     src, res = nib.load(path), nib.load(out)
     assert res.shape == src.shape and np.array_equal(res.affine, src.affine)
     assert np.issubdtype(res.get_data_dtype(), np.integer)
@@ -188,7 +192,8 @@ def test_cli_folder_mode_reports_bad_cases_and_keeps_going(run, tmp_path):
     with pytest.raises(SystemExit, match="1 of 3 case"):
         predict.main(["--model", str(export_dir), "-i", str(inp), "-o", str(out),
                       "--stats", str(stats), "--mirror", "--largest-component"])
-    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.labels.json", "a.nii.gz",
+                                                     "b.labels.json", "b.nii"]
     with stats.open() as f:
         table = list(csv.DictReader(f))
     assert {r["case"] for r in table} == {"a", "b"} and {r["units"] for r in table} == {"raw"}

@@ -159,3 +159,26 @@ def test_matches_monai_when_installed():
         np.testing.assert_allclose(metrics.normalized_surface_dice(p, r, 1, spacing, 3.0), float(nsd), rtol=1e-6)
         np.testing.assert_allclose(metrics.dice(p, r, 1), float(dc), rtol=1e-6)
 
+
+
+def test_organ_statistics_columns_values_and_truncation():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:5, 2:5, 2:5] = 1
+    labels[0:3, 6:9, 6:9] = 2  # touches the first slice along x: truncated by the field of view
+    image = np.arange(1000, dtype=np.float32).reshape(labels.shape) / 100
+    prov = {"units": "SUV", "suv_source": "flags", "decay_correction": "START"}
+    rows = metrics.organ_statistics(image, labels, (2.0, 2.0, 2.0), {1: "a", 2: "b", 3: "c"},
+                                    prov, sul_per_suv=0.8, bsa_per_suv=0.02)
+    assert [tuple(r) for r in rows] == [metrics.ORGAN_STATS_COLUMNS] * 3
+    a, b, c = rows
+    values = image[labels == 1]
+    assert a["volume_ml"] == pytest.approx(27 * 8 / 1000)
+    assert a["suv_std"] == pytest.approx(values.std()) and a["suv_median"] == pytest.approx(
+        np.median(values))
+    assert a["sul_mean"] == pytest.approx(0.8 * values.mean())
+    assert a["suvbsa_mean"] == pytest.approx(0.02 * values.mean())
+    assert (a["fov_truncated"], b["fov_truncated"], c["fov_truncated"]) == (False, True, False)
+    assert c["volume_ml"] == 0 and np.isnan(c["suv_std"]) and np.isnan(c["sul_mean"])
+    assert a["decay_correction"] == "START"
+    with pytest.raises(ValueError, match="provenance lacks"):
+        metrics.organ_statistics(image, labels, (2, 2, 2), {1: "a"}, {"units": "SUV"})

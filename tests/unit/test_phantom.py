@@ -1,4 +1,5 @@
-"""The synthetic PET phantom: anatomy, sides, dose noise, NAC look, determinism, case plans."""
+"""The synthetic PET phantom: anatomy, sides, fields of view, partial volume, breathing,
+positron range, dose noise, NAC look, determinism, case plans, ICRP 89 organ volumes."""
 
 import nibabel as nib
 import numpy as np
@@ -6,8 +7,10 @@ import pytest
 from scipy import ndimage
 
 from petseg_jax.phantom import generate as phantom
-from petseg_jax.phantom.anatomy import TISSUE_CODE, Anatomy, Grid
-from petseg_jax.phantom.uptake import UPTAKE, UPTAKE_KEYS
+from petseg_jax.phantom.anatomy import (
+    LONG_AXIAL_FOV_MM, SHIFT_RANGE_MM, TISSUE_CODE, TRANSAXIAL_FOV_MM, Anatomy, Grid)
+from petseg_jax.phantom.reference import ICRP89_ML, icrp89_range
+from petseg_jax.phantom.uptake import UPTAKE, UPTAKE_KEYS, positron_range_blur
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema, totalseg_lut
 
 SEED = 11
@@ -28,25 +31,115 @@ def world_centroid(labels, affine, organ):
     return nib.affines.apply_affine(affine, idx.mean(0))
 
 
-@pytest.mark.parametrize("seed, spacing", [(0, 4.0), (1, 6.0), (2, 6.0), (3, 6.0)])
-def test_all_organs_present_and_plausible(seed, spacing):
+@pytest.mark.parametrize("seed", [0, 2, 4])  # 2: a small subject
+def test_adult_organ_volumes_within_icrp89(seed):
+    """Each labeled organ's volume, drawn at 3 mm, lies in the ICRP 89 reference range."""
     anatomy = Anatomy(seed)
-    grid = Grid.covering(*anatomy.field_of_view(), (spacing,) * 3)
+    grid = Grid.covering(*anatomy.field_of_view("conventional"), (3.0,) * 3)
     labels = phantom.organ_lut(DEFAULT_SCHEMA)[anatomy.render(grid)]
-    ml = np.bincount(labels.ravel(), minlength=DEFAULT_SCHEMA.num_classes) * spacing ** 3 / 1e3
-    for organ in DEFAULT_SCHEMA.names:
-        volume = ml[DEFAULT_SCHEMA.id_of(organ)]
-        assert volume * 1e3 / spacing ** 3 >= 8, f"{organ} has < 8 voxels at {spacing} mm"
-    vol = {n: ml[DEFAULT_SCHEMA.id_of(n)] for n in DEFAULT_SCHEMA.names}
-    assert 800 < vol["liver"] < 3000 and 700 < vol["brain"] < 2200
-    for small in ("adrenal_gland_left", "adrenal_gland_right"):
-        assert 1 < vol[small] < 15
-    assert vol["thyroid_gland"] < 40 and vol["gallbladder"] < 100
-    # every organ holds a 2x2x2 block somewhere (visible at the demo's ~6 mm)
-    for organ in DEFAULT_SCHEMA.names:
-        mask = labels == DEFAULT_SCHEMA.id_of(organ)
-        core = ndimage.binary_erosion(mask, np.ones((2, 2, 2), bool))
-        assert core.any(), f"{organ} is nowhere 2 voxels thick at {spacing} mm"
+    ml = np.bincount(labels.ravel(), minlength=DEFAULT_SCHEMA.num_classes) * 27 / 1e3
+    for organ in ICRP89_ML:
+        if organ == "brain":  # mostly above a conventional scan's skull base
+            continue
+        lo, hi = icrp89_range(organ)
+        assert lo <= ml[DEFAULT_SCHEMA.id_of(organ)] <= hi, (organ, ml[DEFAULT_SCHEMA.id_of(organ)])
+    brain = Grid.covering(*anatomy.field_of_view("total_body"), (6.0,) * 3)
+    brain_ml = (anatomy.render(brain) == TISSUE_CODE["brain_white"]).sum() * 0.216
+    assert brain_ml < icrp89_range("brain")[1]
+
+
+def test_small_structures_at_realistic_size():
+    """Adrenal limbs at most ~10 mm thick, spinal cord ~10 mm across (drawn at 1.5 mm)."""
+    anatomy = Anatomy(3)
+    lo = np.array([-90.0, -80.0, 1080 * anatomy.sz])  # the adrenals' neighbourhood
+    hi = np.array([90.0, 0.0, 1200 * anatomy.sz])
+    grid = Grid.covering(lo, hi, (1.5,) * 3)
+    tissue = anatomy.render(grid)
+    for name, most in (("adrenal_gland_right", 5.5), ("adrenal_gland_left", 5.5),
+                       ("spinal_cord", 6.5)):
+        mask = tissue == TISSUE_CODE[name]
+        assert mask.sum() * 1.5 ** 3 / 1e3 > 0.5, name
+        radius = ndimage.distance_transform_edt(mask, 1.5).max()  # inscribed radius, mm
+        assert 1.5 <= radius <= most, (name, radius)
+
+
+def test_every_organ_in_total_body_labels(cases):
+    case = cases[(1, True)]
+    present = set(np.unique(case.labels))
+    assert present == set(range(DEFAULT_SCHEMA.num_classes))
+
+
+@pytest.mark.parametrize("kind", ["total_body", "long_axial", "conventional"])
+def test_fields_of_view(kind):
+    anatomy = Anatomy(5)
+    lo, hi = anatomy.field_of_view(kind)
+    assert hi[0] - lo[0] == hi[1] - lo[1] == TRANSAXIAL_FOV_MM
+    assert lo[1] < anatomy.bed_top_y - 12  # the bed is inside
+    if kind == "total_body":
+        assert lo[2] <= 0 and hi[2] >= anatomy.height
+    elif kind == "long_axial":
+        assert hi[2] - lo[2] == LONG_AXIAL_FOV_MM and lo[2] >= -20
+    else:
+        assert anatomy.mid_thigh_z - 31 <= lo[2] <= anatomy.mid_thigh_z
+        assert anatomy.skull_base_z <= hi[2] <= anatomy.skull_base_z + 31
+    assert np.array_equal(anatomy.field_of_view(kind)[0], lo)  # deterministic per seed
+    with pytest.raises(ValueError, match="unknown field of view"):
+        anatomy.field_of_view("half_body")
+
+
+def test_bed_attenuates_without_activity():
+    anatomy = Anatomy(2)
+    grid = Grid.covering(*anatomy.field_of_view("conventional"), (6.0,) * 3)
+    suv, mu, labels = phantom.render_maps(anatomy, grid, "FDG", {k: 1.0 for k in UPTAKE_KEYS},
+                                          np.random.default_rng(0))
+    y = grid.axes[1]
+    rows = (y < anatomy.bed_top_y - 3) & (y > anatomy.bed_top_y - 12)
+    bed = mu[:, rows][np.abs(grid.axes[0]) < 200]
+    assert (bed > 0.002).mean() > 0.9 and suv[:, rows][np.abs(grid.axes[0]) < 200].max() == 0
+    assert mu[0].max() == 0 and suv[0].max() == 0  # air at the side of the field of view
+    assert labels[:, rows].max() == 0
+
+
+def test_block_mean_and_majority():
+    rng = np.random.default_rng(0)
+    vol = rng.random((4, 6, 2)).astype(np.float32)
+    np.testing.assert_allclose(phantom.block_mean(vol, 2)[1, 2, 0], vol[2:4, 4:6, 0:2].mean(),
+                               rtol=1e-6)
+    labels = np.zeros((2, 2, 4), np.uint8)
+    labels[:, :, :2] = [[[3, 3], [3, 5]], [[5, 5], [0, 3]]]  # block 0: 3 x4, 5 x3, 0 x1
+    labels[:, :, 2:] = [[[7, 7], [7, 7]], [[2, 2], [2, 2]]]  # block 1: a tie 7 / 2 -> 2
+    np.testing.assert_array_equal(phantom.block_majority(labels, 2), [[[3, 2]]])
+
+
+def test_labels_at_ct_phase_shifted_from_pet():
+    """The labels' liver is the PET's liver moved by the case's diaphragm shift along z."""
+    shifts = [Anatomy(s).diaphragm_shift_mm for s in range(40)]
+    assert all(SHIFT_RANGE_MM[0] <= abs(d) <= SHIFT_RANGE_MM[1] for d in shifts)
+    assert min(shifts) < 0 < max(shifts)
+    anatomy = Anatomy(7)
+    lo, hi = anatomy.field_of_view("conventional")
+    grid = Grid.covering(lo, hi, (3.0,) * 3)
+    pet = anatomy.render(grid)
+    ct = anatomy.ct_phase(pet, grid)
+    z = grid.axes[2]
+    for name in ("liver", "spleen"):
+        dz = (z[np.nonzero(ct == TISSUE_CODE[name])[2]].mean()
+              - z[np.nonzero(pet == TISSUE_CODE[name])[2]].mean())
+        assert abs(dz - anatomy.diaphragm_shift_mm) < 4.0, (name, dz)
+    for fixed in ("vertebral_body", "bone", "spinal_cord"):
+        np.testing.assert_array_equal(ct == TISSUE_CODE[fixed], pet == TISSUE_CODE[fixed])
+
+
+def test_positron_range_68ga_only():
+    act = np.zeros((41, 41, 41), np.float32)
+    act[20, 20, 20] = 1000.0
+    lung = np.zeros_like(act)
+    assert positron_range_blur(act, lung, (2.0,) * 3, "FDG") is act
+    ga = positron_range_blur(act, lung, (2.0,) * 3, "PSMA")
+    assert ga.sum() == pytest.approx(1000.0, rel=1e-3) and 400 < ga.max() < 600
+    in_lung = positron_range_blur(act, np.ones_like(act), (2.0,) * 3, "DOTATATE")
+    assert in_lung.sum() == pytest.approx(1000.0, rel=1e-2)
+    assert in_lung[20, 20, 30] > 10 * ga[20, 20, 30]  # longer range in lung
 
 
 def test_head_to_thighs_order(cases):
@@ -85,6 +178,7 @@ def test_labels_depend_only_on_subject(cases):
         np.testing.assert_array_equal(case.affine, cases[(1, True)].affine)
     psma = phantom.generate_case(SEED, "PSMA", "center_c", 50, False, SPACING)
     np.testing.assert_array_equal(psma.labels, ref)
+    assert psma.metadata.field_of_view == "total_body"
     other = phantom.generate_case(SEED + 1, spacing_mm=SPACING).labels
     assert other.shape != ref.shape or not np.array_equal(other, ref)
 
@@ -121,7 +215,7 @@ def test_nac_centre_to_edge_ratio(cases):
     anatomy = Anatomy(SEED)
     grid = Grid.covering(*anatomy.field_of_view(), (SPACING,) * 3)
     tissue = anatomy.render(grid)
-    body = tissue != TISSUE_CODE["air"]
+    body = (tissue != TISSUE_CODE["air"]) & (tissue != TISSUE_CODE["bed"])
     skin = body & ~ndimage.binary_erosion(body, iterations=2)
     core = _liver_core(cases[(1, True)])
     ratio = {ac: cases[(1, ac)].image[core].mean() / cases[(1, ac)].image[skin].mean()
@@ -164,6 +258,12 @@ def test_plan_cases_splits():
     assert any(p.split == "val" for p in plans)
     assert sum(p.dose_reduction_factor == 1 for p in plans) >= 10
     assert sum(not p.attenuation_corrected for p in plans) >= 3
+    # fields of view: all three, each at more than one center (drawn independently)
+    for kind in ("total_body", "long_axial", "conventional"):
+        centers = {p.center for p in plans if p.field_of_view == kind}
+        assert len(centers) >= 2, kind
+    with pytest.raises(ValueError, match="unknown field"):
+        phantom.plan_cases(5, seed=0, fields_of_view={"half_body": 1.0})
     small = phantom.plan_cases(3, seed=0, tracers={"FDG": 1.0}, dose_factors=[4, 10],
                                nac_fraction=1.0)
     assert [p.split for p in small].count("test") == 1  # forced full-dose AC not allowed here

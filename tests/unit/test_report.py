@@ -58,6 +58,25 @@ def test_summary_numbers_from_hand_made_rows():
     assert hd["mean"] == 3.0 and hd["n"] == 1 and hd["n_inf"] == 1
 
 
+def test_by_fov_and_truncated_organs_left_out(tmp_path):
+    rows = [dict(r, field_of_view="total_body") for r in ROWS[:4]]
+    rows += [dict(ROWS[4], field_of_view="conventional"),
+             dict(ROWS[5], field_of_view="conventional", fov_truncated=True)]
+    s = report.summarize(rows)
+    assert s["n_fov_truncated"] == 1
+    assert s["by_fov"] == pytest.approx({"conventional": 0.5, "total_body": 0.8})
+    assert s["by_organ"]["kidney"] == pytest.approx(0.6)  # c's cut kidney left out
+    assert "PSMA" not in s["by_organ_and_tracer"]["kidney"]
+    assert "unknown" in report.summarize(ROWS)["by_fov"]  # no metadata column: one group
+    report.write_report(tmp_path, rows)
+    with (tmp_path / "cases.csv").open() as f:
+        written = list(csv.DictReader(f))
+    assert [r["fov_truncated"] for r in written] == [""] * 5 + ["True"]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Per field of view" in md and "| conventional | 0.500 | 1 |" in md
+    assert "cut by the field of view" in md
+
+
 def test_inconsistent_or_incomplete_rows_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="different metadata"):
         report.summarize(ROWS + [_row("a", "spleen", "PSMA", "X", 1.0, True, 0.5)])
@@ -141,3 +160,20 @@ def test_mip_is_coronal_head_up_subject_right_on_viewer_left(tmp_path):
     assert cols.mean() < xs.min() + (xs.max() - xs.min()) / 2  # left half: subject's right
     with pytest.raises(ValueError, match="one shape"):
         report.mip_figure(tmp_path / "bad.png", pet, labels[:-1], labels, (2, 2, 2), "bad")
+
+
+def test_case_rows_flag_organs_cut_by_the_field_of_view():
+    from petseg_jax.data.schema import LabelSchema
+    from petseg_jax.evaluation.evaluate import case_rows
+
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:5, 2:5, 2:5] = 1
+    ref[3:6, 3:6, 5:8] = 2  # reaches the last slice along z
+    case = {"spacing": [2.0, 2.0, 2.0], "suv_factor": None,
+            "metadata": {"tracer": "FDG", "center": "X", "dose_reduction_factor": 1.0,
+                         "attenuation_corrected": True, "field_of_view": "conventional"}}
+    rows = case_rows("c1", case, ref, ref, np.ones(ref.shape, np.float32),
+                     LabelSchema(("liver", "spleen", "heart")))
+    assert [(r["organ"], r["fov_truncated"]) for r in rows] == [
+        ("liver", False), ("spleen", True), ("heart", False)]
+    assert {r["field_of_view"] for r in rows} == {"conventional"}
