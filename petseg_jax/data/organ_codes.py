@@ -34,7 +34,7 @@ SNOMED: dict[str, tuple[str, str, tuple[str, str] | None]] = {
     "duodenum": ("38848004", "Duodenum", None),
     "colon": ("71854001", "Colon", None),
     "urinary_bladder": ("89837001", "Urinary bladder", None),
-    "vertebrae": ("421060004", "Vertebral column", None),
+    "vertebrae": ("421060004", "Spine", None),
     "heart": ("80891009", "Heart", None),
     "aorta": ("15825003", "Aorta", None),
     "spinal_cord": ("2748008", "Spinal cord", None),

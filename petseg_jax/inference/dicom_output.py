@@ -65,6 +65,7 @@ def _present(labels: np.ndarray, schema: LabelSchema) -> list[int]:
 
 def _segment_description(number: int, label_id: int, schema: LabelSchema):
     import highdicom as hd
+    from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
     name = schema.name_of(label_id)
@@ -73,16 +74,15 @@ def _segment_description(number: int, label_id: int, schema: LabelSchema):
     if laterality is not None:  # a paired organ: the modifier rides on the property type
         prop.SegmentedPropertyTypeModifierCodeSequence = [
             hd.sr.CodedConcept(laterality[0], SCT, laterality[1])]
-    desc = hd.seg.SegmentDescription(
+    return hd.seg.SegmentDescription(
         segment_number=number, segment_label=name,
         segmented_property_category=Code(ANATOMICAL_STRUCTURE[0], SCT, ANATOMICAL_STRUCTURE[1]),
         segmented_property_type=prop,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=MANUFACTURER, version=__version__,
-            family=Code("123109", "DCM", "Artificial Intelligence")),
+            family=codes.cid7162.ArtificialIntelligence),
         display_color=hd.color.CIELabColor.from_rgb(*organ_color_255(label_id)))
-    return desc
 
 
 def write_seg(path: str | Path, labels: np.ndarray, volume: PetVolume, schema: LabelSchema,

@@ -1,5 +1,6 @@
 """Train / infer benchmarks: arguments, MFU arithmetic, peaks; PyTorch twin == JAX network."""
 
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import petseg_jax.bench
-from petseg_jax.bench import infer, learning, train
+from petseg_jax.bench import infer, learning, physics, train
 from petseg_jax.models import build_model
 from petseg_jax.training.loss import segmentation_loss
 from petseg_jax.training.step import ModelDef
@@ -130,3 +131,10 @@ def test_fov_cut_range_and_organs_wholly_inside():
     ref[1, 1, 3:7] = 2  # crosses the lower cut
     ref[0, 1, 14:15] = 3  # last slice inside
     assert wholly_inside(ref, 5, 15) == [1, 3]
+
+
+def test_physics_bench_runs_and_reports(capsys):
+    assert physics.main(["--spacing", "12", "--fov-mm", "240", "--width-mm", "200",
+                         "--depth-mm", "150", "--length-mm", "120", "--factors", "10"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["grid"] == [20, 20, 10] and len(result["recon_s"]) == 3

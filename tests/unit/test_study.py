@@ -262,3 +262,12 @@ def test_bad_study_configs_fail_before_anything_runs(tmp_path, tiny_store, extra
 def test_collect_without_a_plan(tmp_path):
     with pytest.raises(StudyError, match="holds no study"):
         study.collect(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["study_demo", "study_paper"])
+def test_study_configs_are_accepted(name):
+    from petseg_jax.configuration import load_config
+
+    config = load_config(REPO / "configs" / f"{name}.py")
+    study._check_study_config(config, [])
+    assert config.total_steps < 2600 if name == "study_demo" else config.total_steps == 250_000
