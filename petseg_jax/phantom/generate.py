@@ -224,6 +224,12 @@ def _allocate(n: int, weights: Mapping[str, float] | Mapping[float, float]) -> l
     return [k for k in keys for _ in range(counts[k])]
 
 
+def subject_seed(dataset_seed: int, index: int) -> int:
+    """The anatomy seed of case ``phantom_<index>`` of a dataset planned with ``dataset_seed``
+    (``Anatomy(subject_seed(...))`` gives back a case's subject, e.g. its landmarks)."""
+    return int(np.random.SeedSequence([dataset_seed, index]).generate_state(1)[0])
+
+
 def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_MIX,
                centers: Sequence[str] = tuple(CENTERS),
                dose_factors: Sequence[float] = DEFAULT_DOSE_FACTORS,
@@ -284,7 +290,7 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
         if split[i] == "train" and len(same) > 1:
             split[i] = "val"
             n_val -= 1
-    return [CasePlan(f"phantom_{i:04d}", int(np.random.SeedSequence([seed, i]).generate_state(1)[0]),
+    return [CasePlan(f"phantom_{i:04d}", subject_seed(seed, i),
                      str(tracer_of[i]), str(center_of[i]), float(k_of[i]), bool(ac_of[i]),
                      split[i], str(fov_of[i])) for i in range(n)]
 
