@@ -39,6 +39,9 @@ def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
     """Predict one series into ``out_root/<SeriesInstanceUID>/``; returns its stats rows.
     Nothing is written when the series or its SUV headers are invalid."""
     volume = dicom.read_pet(info)
+    if options.dicom and volume.multiframe:
+        raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT are "
+                         "written for single-frame series only (use --output-type nifti)")
     calibration = from_headers(volume.headers, overrides, volume.uid)
     image = calibration.image_at_reference(volume.image)
     img = nifti_image(volume, image)
