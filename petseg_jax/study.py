@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
             plan = study.read_plan(out)
             tasks = study.tasks_of(plan)
             if not index.isdigit() or int(index) >= len(tasks):
-                raise StudyError(f"--run-task index {index!r}: the study has runs 0..{len(tasks) - 1}")
+                raise StudyError(f"--run-task index {index!r}: the study has runs "
+                                 f"0..{len(tasks) - 1}")
             task = tasks[int(index)]
             ran = study.run_task(plan, task, out)
             log.info("%s: %s", task.name, "done" if ran else "finished already")

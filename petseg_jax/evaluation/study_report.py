@@ -329,7 +329,8 @@ def study_tables(summary: Mapping[str, Any]) -> list[Table]:
         tables.append((f"{name}: Dice per organ and dose reduction factor (mean ± sd over seeds)",
                        ["organ"] + _dose_header(doses),
                        [[organ] + [_cell(cells.get(d), n=False) for d in doses]
-                        + [_cell(cells["all"], n=False)] for organ, cells in p["by_organ"].items()]))
+                        + [_cell(cells["all"], n=False)]
+                        for organ, cells in p["by_organ"].items()]))
         tracers = sort_keys(t for v in p["center_by_tracer"].values() for t in v)
         tables.append((f"{name}: mean Dice per center and tracer (test cases)",
                        ["center"] + tracers,
