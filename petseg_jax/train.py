@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,8 +54,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if config.plan:
         apply_plan(config, config.plan)
+    stage_s: dict[str, float] = {}  # wall time of each stage, printed at the end
+    t_stage = time.perf_counter()
     run = prepare_run(config, write_record=not args.dry_run)
     training, workdir = run.training, run.workdir
+    stage_s["set-up (data generated and ingested when missing, splits, model record)"] = (
+        time.perf_counter() - t_stage)
 
     if args.dry_run:
         report = memory_report(training.compile(), config)
@@ -99,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return {"val_dice": result["mean_dice"]}
 
     # --- Loop: runs of steps between log, evaluation and checkpoint boundaries -------------
+    t_stage = time.perf_counter()
     loop = Loop(training, feed, config.data.batch_size, last_good)
     step = int(start or 0)
     end = config.total_steps
@@ -132,26 +138,37 @@ def main(argv: Sequence[str] | None = None) -> dict:
         writer.close()
 
     # --- Closing stages (the demo: evaluate held-out cases per tracer, export) -------------
+    stage_s["training (compile, steps, validation, checkpoints)"] = time.perf_counter() - t_stage
     summary = {"workdir": str(workdir), "step": step, "best_step": ckpt.best_step()}
-    if step >= config.total_steps and main_process:
-        summary |= _closing_stages(config, workdir)
-    return summary
+    if step >= config.total_steps:
+        state = None  # arrays of the distributed runtime, left here (no cross-process waits)
+        distributed.leave()
+        if main_process:
+            summary |= _closing_stages(config, workdir, stage_s)
+    if main_process:
+        print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_s.items()))
+    return summary | {"stage_seconds": stage_s}
 
 
-def _closing_stages(config, workdir: Path) -> dict:
-    """Evaluate the best checkpoint on the test split and export it, when configured."""
+def _closing_stages(config, workdir: Path, stage_s: dict[str, float]) -> dict:
+    """Evaluate the best checkpoint on the test split and export it, when configured (their
+    wall times go into ``stage_s``)."""
     out = {}
+    t_stage = time.perf_counter()
     if config.evaluation.split:
         from petseg_jax.evaluation import evaluate
 
         out["evaluation"] = evaluate.run(workdir, split=config.evaluation.split,
                                          mip_cases=config.evaluation.mip_cases)
         print(evaluate.report.format_summary(out["evaluation"]))
+        stage_s["evaluation"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     if config.export.enabled:
         from petseg_jax.training import export
 
         out["export"] = str(export.export_workdir(workdir, workdir / "export",
                                                   platforms=tuple(config.export.platforms)))
+        stage_s["export"] = time.perf_counter() - t_stage
     return out
 
 

@@ -1,12 +1,12 @@
 """A normalized volume in, its organ label map out: what every predictor shares.
 
 Evaluation, validation during training, NIfTI prediction and the served model all go through
-:func:`segment`: the network input (PET plus position channels when the model has them), the
-jitted sliding window with argmax inside the program, optional left/right-aware test-time
-mirroring, background outside the scan's signal region (the spec's ``nonzero_mask``) and
-outside each organ's training position range (``position_ranges``), and optional
-largest-component post-processing of the organs the spec lists: all of it as the spec
-(the model folder's record) says.
+:func:`segment`: the network input (PET plus position channels when the model has them, built
+band by band), the streamed sliding window (bounded memory, argmax as each slab is finished),
+left/right-aware test-time mirroring, background outside the scan's signal region (the spec's
+``nonzero_mask``) and outside each organ's training position range (``position_ranges``), and
+largest-component post-processing of the organs the spec lists: all of it as the spec (the
+model folder's record) says.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import numpy as np
 from petseg_jax.data import position
 from petseg_jax.inference.postprocess import (largest_connected_component,
                                               outside_position_ranges, signal_region)
-from petseg_jax.inference.sliding_window import sliding_window
+from petseg_jax.inference.sliding_window import Progress, sliding_window_labels
 from petseg_jax.inference.spec import spec_schema
+from petseg_jax.resources import Stages
+
 
 def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int]
                 ) -> tuple[int, ...]:
@@ -31,7 +33,8 @@ def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int
 
 
 def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, params: Any,
-            spec: Mapping[str, Any]) -> np.ndarray:
+            spec: Mapping[str, Any], *, progress: Progress | None = None,
+            stages: Stages | None = None) -> np.ndarray:
     """Label map ``(X, Y, Z)`` of a normalized PET volume ``x`` ``(X, Y, Z)`` at ``spacing`` mm.
 
     ``predict_fn(params, x)`` gives logits for ``(n, *window, C)`` inputs (the spec's patch,
@@ -42,21 +45,25 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
     of ``x``: normalization keeps "no activity" at 0) are background, and so are an organ's
     voxels outside its ``position_ranges`` (where it lay in the training cases, with a
     margin), both before the largest components of ``largest_component_labels`` are kept
-    (when ``largest_component``).
+    (when ``largest_component``). ``progress(windows_done, windows_total)`` follows the
+    sliding window; ``stages`` times it as ``"windows"`` and the rest as ``"post-processing"``.
     """
-    with_position = position.enabled(spec)
-    shape = x.shape[:3]
-    labels = np.array(sliding_window(
-        position.network_input(x, spacing, with_position), predict_fn,
-        window_size(shape, spec["patch_size"], spec["total_stride"]), overlap=spec["overlap"],
-        mode="gaussian", batch_size=spec["batch_size"],
-        mirror_axes=tuple(sorted(spec["mirror_axes"])),
-        mirror_lut=spec_schema(spec).mirror_lut(), output="labels", params=params,
-        position_channels=with_position))
-    if spec["nonzero_mask"]:
-        labels[~signal_region(x[..., 0] if x.ndim == 4 else x)] = 0
-    if spec["position_ranges"]:
-        labels = outside_position_ranges(labels, spacing, spec["position_ranges"])
-    if spec["largest_component"]:
-        labels = largest_connected_component(labels, spec["largest_component_labels"])
+    stages = stages or Stages()
+    image = x if x.ndim == 4 else x[..., None]
+    with stages("windows"):
+        labels = sliding_window_labels(
+            position.network_input(image, spacing, False), predict_fn,
+            window_size(image.shape[:3], spec["patch_size"], spec["total_stride"]),
+            overlap=spec["overlap"], mode="gaussian", batch_size=spec["batch_size"],
+            mirror_axes=tuple(sorted(spec["mirror_axes"])),
+            mirror_lut=spec_schema(spec).mirror_lut(), params=params,
+            position_spacing=tuple(spacing) if position.enabled(spec) else None,
+            progress=progress)
+    with stages("post-processing"):
+        if spec["nonzero_mask"]:
+            labels[~signal_region(image[..., 0])] = 0
+        if spec["position_ranges"]:
+            labels = outside_position_ranges(labels, spacing, spec["position_ranges"])
+        if spec["largest_component"]:
+            labels = largest_connected_component(labels, spec["largest_component_labels"])
     return labels

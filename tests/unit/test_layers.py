@@ -9,8 +9,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "petseg_jax"
 # Lowest first. Top-level modules (train.py, evaluate.py, ...) and every __main__.py are commands;
 # the package's own __init__ (its version) is below everything.
-LAYERS = ("configs", "console", "configuration", "metrics", "physics", "data", "phantom",
-          "models", "inference", "training", "evaluation", "planning", "bench", "commands")
+LAYERS = ("configs", "console", "resources", "workers", "configuration", "metrics", "physics",
+          "data", "phantom", "models", "inference", "training", "evaluation", "planning", "bench",
+          "commands")
 
 
 def layer_of(module: str) -> int:
