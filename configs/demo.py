@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.phantom.enabled = True
     data.phantom.cases = 40
     data.phantom.test_fraction = 0.35  # several held-out full-dose AC FDG cases
-    data.phantom.spacing = 6.0
+    data.phantom.spacing = 6.0  # whole bodies on the bed, a third each total-body, 106 cm and
+    # skull base to mid-thigh (metadata.csv field_of_view): training sees every field of view
     # Small patches, many steps: on 2 CPU cores, 2 x 32^3 per step learns ~6x faster per second
     # than 2 x 64x48x64 (BUILD_NOTES.md, "Training and the demo").
     data.patch_size = (32, 32, 32)
@@ -31,9 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Every patch centred on a class (nnU-Net: a third): in a short run this is what lets the
     # small organs (gallbladder, esophagus, thyroid) appear at all.
     data.foreground_fraction = 1.0
-    # 32^3 patches (19 cm) cannot tell left from right or an arm from the abdomen: give the
-    # network each voxel's position in the scan as three more input channels.
-    data.position_channels = True
+    # No position channels: an offset from the scan centre means another place on a total-body,
+    # a 106 cm and a skull-base-to-thigh scan (BUILD_NOTES.md, issue 15). The network sees
+    # only the PET, which means the same on every field of view.
+    data.position_channels = False
     data.workers = 0
     data.val_cases = 2
 
@@ -62,8 +64,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Small patches leave stray islands far from an organ (lung in the legs): keep the largest
     # component of each organ that is one component in every training case.
     config.evaluation.largest_component = True
-    # ... and drop an organ's voxels more than 5 cm outside where it lay in the training cases
-    # (the arms and legs, which a run this short rarely samples).
-    config.evaluation.position_prior_mm = 50.0
+    # No position prior: organ positions from the scan centre lean on the crop (issue 15).
     config.export.enabled = True
     return config

@@ -2,6 +2,7 @@
 
     python -m petseg_jax.predict --model PATH -i pet.nii.gz -o labels.nii.gz [--stats organs.csv]
         [--suv-factor F | --weight-kg W --injected-mbq A] [--per-organ] [--preview [PNG]]
+        [--profile PATH.json]
     python -m petseg_jax.predict --model PATH -i NIFTI_DIR -o OUT_DIR [--stats organs.csv]
     python -m petseg_jax.predict --model PATH -i DICOM_DIR -o OUT_DIR [--series UID]
         [--output-type nifti dicom_seg dicom_rtstruct] [--stats organs.csv] [--preview]
@@ -24,7 +25,11 @@ times, weight); a flag replaces its header field, and a missing or implausible f
 error naming the tag and its flag. The network's input uses the same SUVbw.
 
 The stats of all cases go into one CSV; a case that fails is reported without stopping the
-others (exit status 1).
+others (exit status 1). A progress bar follows the sliding window's windows. ``--profile``
+writes the peak host memory (RSS), the peak device memory (where the backend reports it) and the
+seconds per stage (read, resample, windows, post-processing, write; summed over the cases) as
+JSON. The sliding window streams the volume slab by slab; a volume that cannot fit even so
+stops with an error naming the memory it needs.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, STATS_COLUMNS, 
 from petseg_jax.inference.outputs import OUTPUT_TYPES, OutputOptions
 from petseg_jax.inference.runtime import DEVICES, enable_compile_cache, select_device
 from petseg_jax.inference.serving import META_FILE
+from petseg_jax.inference.sliding_window import Progress
+from petseg_jax.resources import Stages, write_json_atomic
 
 
 def load_predictor(path: str | Path, step: int | None = None) -> Predictor:
@@ -56,6 +63,15 @@ def load_predictor(path: str | Path, step: int | None = None) -> Predictor:
 
     trained = load_trained(path, step)
     return Predictor(trained.apply, trained.params, trained.spec, f"{path} (step {trained.step})")
+
+
+def progress_bar(bar: tqdm) -> Progress:
+    """A sliding-window ``progress(windows_done, windows_total)`` callback moving ``bar``."""
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return progress
 
 
 def nifti_files(inp: Path) -> list[Path]:
@@ -107,6 +123,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest connected component of each organ that is one "
                         "component in every training case (the model's spec lists them)")
+    parser.add_argument("--profile", type=Path, metavar="PATH.json",
+                        help="write peak memory and seconds per stage to this JSON file")
     parser.add_argument("--device", choices=DEVICES,
                         help="run on this device (default: JAX's); no GPU falls back to CPU")
     parser.add_argument("--compile-cache", type=Path,
@@ -123,8 +141,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
-          ) -> list[tuple[str, Callable[[], list[dict]]]]:
-    """(name, run) per case of the input."""
+          ) -> list[tuple[str, Callable[[Progress, Stages], list[dict]]]]:
+    """(name, run(progress, stages)) per case of the input."""
     kw = {"mirror": args.mirror, "largest_component": args.largest_component}
     if is_dicom_input(args.input):
         from petseg_jax.inference.dicom_pipeline import predict_series
@@ -135,8 +153,9 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
         if args.output.exists() and not args.output.is_dir():
             raise NotADirectoryError(f"DICOM input writes a folder per series; {args.output} "
                                      "is a file")
-        return [(s.uid, lambda s=s: predict_series(predictor, s, args.output, args.overrides,
-                                                   options, **kw))
+        return [(s.uid, lambda progress, stages, s=s: predict_series(
+            predictor, s, args.output, args.overrides, options, progress=progress,
+            stages=stages, **kw))
                 for s in dicom.pet_series(args.input, args.series)]
     if args.series is not None:
         raise ValueError("--series selects a DICOM series; -i is not a DICOM folder")
@@ -155,8 +174,9 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
             return Path(args.preview)
         return dst.with_name(f"{case_name(dst)}.preview.png")
 
-    return [(src.name, lambda src=src, dst=dst: predictor.predict_nifti(
-        src, dst, calibration=calibration, options=options, preview=preview(src, dst), **kw))
+    return [(src.name, lambda progress, stages, src=src, dst=dst: predictor.predict_nifti(
+        src, dst, calibration=calibration, options=options, preview=preview(src, dst),
+        progress=progress, stages=stages, **kw))
         for src, dst in pairs]
 
 
@@ -175,15 +195,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         jobs = _jobs(args, predictor, options)
     except (OSError, ValueError) as err:  # DicomError, SuvError and NiftiError included
         raise SystemExit(f"error: {err}") from None
-    rows, failed = [], 0
+    rows, failed, stages = [], 0, Stages()
     for name, run in tqdm(jobs, desc="predict", unit="case", disable=len(jobs) == 1):
-        try:
-            rows += run()
-        except (OSError, ValueError, KeyError) as err:
-            failed += 1
-            tqdm.write(f"error: {name}: {err}", file=sys.stderr)
+        with tqdm(desc=name, unit="window", leave=False) as bar:
+            try:
+                rows += run(progress_bar(bar), stages)
+            except (OSError, ValueError, KeyError, MemoryError) as err:
+                failed += 1
+                tqdm.write(f"error: {name}: {err}", file=sys.stderr)
     if args.stats is not None and rows:
         suv.write_table(args.stats, rows, STATS_COLUMNS)
+    if args.profile is not None:
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.profile, {"cases": len(jobs), "failed": failed,
+                                         **stages.report()})
     if failed:
         raise SystemExit(f"error: {failed} of {len(jobs)} case(s) failed")
     return rows

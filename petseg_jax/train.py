@@ -72,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         apply_plan(config, config.plan)
 
     # --- Data -----------------------------------------------------------------------------
+    stage_s: dict[str, float] = {}  # wall time of each stage, printed at the end
+    t_stage = time.perf_counter()
     if main_process:
         ensure_store(config.data, config.seed)
+    stage_s["data (generate + ingest when missing)"] = time.perf_counter() - t_stage
     multihost_utils.sync_global_devices("store ready")
     store = Path(config.data.store)
     manifest = store_lib.read_manifest(store)
@@ -144,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return {"val_dice": result["mean_dice"]}
 
     # --- Loop -----------------------------------------------------------------------------
+    t_stage = time.perf_counter()
     step = int(start or 0)
     end = config.total_steps
     if config.steps_per_job:
@@ -188,10 +192,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         writer.close()
 
     # --- Closing stages (the demo: evaluate held-out cases per tracer, export) -------------
+    stage_s["training (compile, steps, validation, checkpoints)"] = time.perf_counter() - t_stage
     summary = {"workdir": str(workdir), "step": step, "best_step": ckpt.best_step()}
-    if step >= config.total_steps and main_process:
-        summary |= _closing_stages(config, workdir, store)
-    return summary
+    if step >= config.total_steps:
+        state = None  # arrays of the distributed runtime, left here (no cross-process waits)
+        distributed.leave()
+        if main_process:
+            summary |= _closing_stages(config, workdir, store, stage_s)
+    if main_process:
+        print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_s.items()))
+    return summary | {"stage_seconds": stage_s}
 
 
 def _local(x: jax.Array) -> float:
@@ -209,9 +219,11 @@ def _check_finite(pending, step: int, ckpt: Checkpointer) -> None:
             f"{ckpt.directory}. Lower optim.learning_rate or check the data.")
 
 
-def _closing_stages(config, workdir: Path, store: Path) -> dict:
-    """Evaluate the best checkpoint on the test split and export it, when configured."""
+def _closing_stages(config, workdir: Path, store: Path, stage_s: dict[str, float]) -> dict:
+    """Evaluate the best checkpoint on the test split and export it, when configured (their
+    wall times go into ``stage_s``)."""
     out = {}
+    t_stage = time.perf_counter()
     if config.evaluation.split:
         from petseg_jax.evaluation import evaluate
 
@@ -220,11 +232,14 @@ def _closing_stages(config, workdir: Path, store: Path) -> dict:
             largest_component=config.evaluation.largest_component,
             mip_cases=config.evaluation.mip_cases)
         print(evaluate.report.format_summary(out["evaluation"]))
+        stage_s["evaluation"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     if config.export.enabled:
         from petseg_jax.training import export
 
         out["export"] = str(export.export_workdir(workdir, workdir / "export",
                                                   platforms=tuple(config.export.platforms)))
+        stage_s["export"] = time.perf_counter() - t_stage
     return out
 
 

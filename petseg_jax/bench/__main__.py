@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "infer": "petseg_jax.bench.infer",  # sliding-window inference (performance issue)
     "loader": "petseg_jax.bench.loader",  # input pipeline: patches/s, MB/s, determinism hash
     "learning": "petseg_jax.bench.learning",  # Dice on held-out cases vs training wall time
+    "fov": "petseg_jax.bench.fov",  # Dice whole-body vs cut to skull base..mid-thigh
+    "physics": "petseg_jax.bench.physics",  # scanner model: one scan with its low-dose twins
 }
 USAGE = (f"usage: python -m petseg_jax.bench {{{','.join(SUBCOMMANDS)}}} [options] "
          "(--help per benchmark)")

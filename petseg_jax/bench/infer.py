@@ -1,13 +1,15 @@
 """``python -m petseg_jax.bench infer``: seconds for a whole-body volume by sliding window.
 
-Runs :func:`petseg_jax.inference.sliding_window` (Gaussian importance, ``output="labels"``)
-with the config's network (random weights), patch, ``evaluation.overlap`` and
+Runs :func:`petseg_jax.inference.sliding_window.sliding_window_labels` (streamed slab by slab,
+Gaussian importance) with the config's network (random weights), patch, ``evaluation.overlap`` and
 ``evaluation.batch_size`` on a random volume of ``--shape`` (default: a 6 mm demo whole body,
 96 x 48 x 160; paper scale at 2 mm is about 288 x 144 x 900). The first call (compile) is
 timed apart; then ``--repeats`` calls. ``--vs-torch`` runs the same network in PyTorch with the
 same weights through MONAI's sliding-window loop (:func:`torch_reference.sliding_window`),
 alternating call by call, and reports ``ratio`` = PyTorch's seconds / ours (our speed / its)
-and the fraction of voxels where both label maps agree.
+and the fraction of voxels where both label maps agree. ``peak_rss_mb`` is the process's peak
+resident memory over the whole run (input volume included; with ``--vs-torch`` PyTorch's too),
+``peak_device_mb`` the device's peak where the backend reports it (not on the CPU).
 
     python -m petseg_jax.bench infer --config configs/demo.py --vs-torch
 """
@@ -57,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     from petseg_jax.data import position
     from petseg_jax.data.schema import DEFAULT_SCHEMA
-    from petseg_jax.inference.sliding_window import pad_widths, sliding_window, window_starts
+    from petseg_jax.inference.sliding_window import (pad_widths, sliding_window_labels,
+                                                     window_starts)
     from petseg_jax.models import build_model
+    from petseg_jax.resources import peak_device_bytes, peak_rss_bytes
     from petseg_jax.training.step import ModelDef
 
     config = load_bench_config(args.config, overrides)
@@ -73,17 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_def = ModelDef.build(partial(build_model, config.model, channels, k))
     params = model_def.init_params(args.seed)
     predict = jax.jit(model_def.apply_eval)
-    volume = position.network_input(
-        np.random.default_rng(args.seed).standard_normal(args.shape, np.float32),
-        tuple(config.data.spacing) or (2.0, 2.0, 2.0), position.enabled(config.data))
+    spacing = tuple(config.data.spacing) or (2.0, 2.0, 2.0)
+    pet = np.random.default_rng(args.seed).standard_normal(args.shape, np.float32)[..., None]
+    with_position = position.enabled(config.data)
     padded = [s + lo + hi for s, (lo, hi) in zip(args.shape, pad_widths(args.shape, patch))]
     n_windows = len(window_starts(padded, patch, (overlap,) * 3))
     out: dict[str, np.ndarray] = {}
 
     def run_jax():
-        out["jax"] = np.asarray(sliding_window(
-            volume, predict, patch, overlap, batch_size=batch, output="labels", params=params,
-            position_channels=position.enabled(config.data)))
+        out["jax"] = sliding_window_labels(
+            pet, predict, patch, overlap, batch_size=batch, params=params,
+            position_spacing=spacing if with_position else None)
 
     t0 = time.perf_counter()
     run_jax()
@@ -92,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch_ref is not None:
         net = torch_ref.load_jax_params(torch_ref.TorchUNet(config.model, channels, k),
                                         jax.device_get(params))
+        volume = position.network_input(pet, spacing, with_position)
 
         def run_torch():
             out["torch"] = torch_ref.sliding_window(volume, net, patch, overlap, batch)
@@ -108,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "first_call_s": round(first_s, 2), "seconds": round(seconds, 3),
         "seconds_min": round(min(times["jax"]), 3),
         "voxels_per_s": round(float(np.prod(args.shape)) / seconds),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        "peak_device_mb": None if (d := peak_device_bytes()) is None else round(d / 2**20, 1),
         "load_average_start": load_start, "load_average_end": load_average(), **common.machine(),
     }
     if torch_ref is not None:
@@ -120,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ratio_min=round(min(times["torch"]) / min(times["jax"]), 3),
                       labels_agree=round(float(np.mean(out["jax"] == out["torch"])), 5))
     keys = ["platform", "device_kind", "shape", "patch", "overlap", "batch", "windows", "dtype",
-            "first_call_s", "seconds", "seconds_min", "voxels_per_s", "torch_seconds",
+            "first_call_s", "seconds", "seconds_min", "voxels_per_s", "peak_rss_mb",
+            "peak_device_mb", "torch_seconds",
             "torch_seconds_min", "ratio", "ratio_min", "labels_agree",
             "load_average_start", "load_average_end"]
     common.report("sliding-window inference benchmark",

@@ -22,13 +22,12 @@ import argparse
 import dataclasses
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from petseg_jax.data.normalization import intensity_stats
 from petseg_jax.data.raw_dataset import RawDataset, RawDatasetError
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.console import setup_logging
+from petseg_jax.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _run(tasks: Sequence[CaseTask], workers: int
             except CaseError as e:
                 yield task, None, e
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = process_pool(workers)
     try:
         futures = {pool.submit(process_case, t): t for t in tasks}
         for future in as_completed(futures):

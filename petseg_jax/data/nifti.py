@@ -21,6 +21,8 @@ from scipy import ndimage
 MAX_SUBSAMPLES = 5
 # Target voxels per block in the majority vote (bounds the (voxels, classes) count table).
 _MAJORITY_BLOCK = 1 << 20
+# Target voxels per block of linear/nearest resampling (bounds scipy's temporaries).
+_SAMPLE_BLOCK = 1 << 24
 
 
 class NiftiError(ValueError):
@@ -108,15 +110,13 @@ def _translation(offset: Sequence[float]) -> np.ndarray:
     return t
 
 
-def _sample(data: np.ndarray, vox: np.ndarray, shape: Sequence[int], order: int,
-            outside: str) -> np.ndarray:
-    """``data`` at source voxel coords ``vox @ [i, j, k, 1]`` for every target index."""
+def _sample_block(data: np.ndarray, vox: np.ndarray, shape: tuple[int, ...], order: int,
+                  outside: str, ones: np.ndarray | None) -> np.ndarray:
     lin = vox[:3, :3]
     if np.count_nonzero(lin - np.diag(np.diag(lin))) == 0:  # axis-aligned: scipy's fast path
         matrix, offset = np.diag(lin), vox[:3, 3]
     else:
         matrix, offset = vox, 0.0
-    shape = tuple(int(s) for s in shape)
 
     def run(values, order, mode):
         return ndimage.affine_transform(values, matrix, offset, output_shape=shape, order=order,
@@ -125,8 +125,25 @@ def _sample(data: np.ndarray, vox: np.ndarray, shape: Sequence[int], order: int,
     if order == 0:  # 'grid-constant' keeps points within half a voxel of the edge inside
         return run(data, 0, "nearest" if outside == "nearest" else "grid-constant")
     out = run(data, order, "nearest")
-    if outside == "zero":
-        out *= run(np.ones(data.shape, np.uint8), 0, "grid-constant")
+    if ones is not None:  # outside == "zero": 0 where the nearest source voxel is outside
+        out *= run(ones, 0, "grid-constant")
+    return out
+
+
+def _sample(data: np.ndarray, vox: np.ndarray, shape: Sequence[int], order: int,
+            outside: str) -> np.ndarray:
+    """``data`` at source voxel coords ``vox @ [i, j, k, 1]`` for every target index, computed
+    in blocks of target planes along the last axis (bounded temporaries)."""
+    shape = tuple(int(s) for s in shape)
+    ones = np.ones(data.shape, np.uint8) if order != 0 and outside == "zero" else None
+    slab = max(1, _SAMPLE_BLOCK // max(1, shape[0] * shape[1]))
+    if slab >= shape[2]:
+        return _sample_block(data, vox, shape, order, outside, ones)
+    out = np.empty(shape, data.dtype)
+    for z0 in range(0, shape[2], slab):
+        sub = (shape[0], shape[1], min(slab, shape[2] - z0))
+        out[:, :, z0:z0 + sub[2]] = _sample_block(data, vox @ _translation((0, 0, z0)), sub,
+                                                  order, outside, ones)
     return out
 
 

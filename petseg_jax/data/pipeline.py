@@ -31,6 +31,7 @@ normalization, dtype. Spatial and intensity augmentation run on the accelerator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ from petseg_jax.data import position, sampling, store
 from petseg_jax.data.dose import DoseConfig, augment_dose, estimate_count_scale
 from petseg_jax.data.jsonconfig import JsonConfig
 from petseg_jax.data.normalization import NormalizationConfig, normalize
+from petseg_jax.workers import exit_with_parent
 
 STATE_VERSION = 1
 _SAMPLE_TAG, _EPOCH_TAG = 0x5A4D, 0xE90C  # separate the seed streams of samples and epochs
@@ -186,10 +188,12 @@ def _scratch(shape: tuple[int, ...]) -> np.ndarray:
     return buffers[shape]
 
 
-def _worker_init(worker_index: int, worker_count: int) -> None:
-    """Runs first in each grain worker: keep any jax import there off the accelerators, and
-    build batches straight in shared memory (grain then passes them on without a copy)."""
+def _worker_init(worker_index: int, worker_count: int, parent_pid: int) -> None:
+    """Runs first in each grain worker: end with the parent process (even when it is killed),
+    keep any jax import there off the accelerators, and build batches straight in shared
+    memory (grain then passes them on without a copy)."""
     del worker_index, worker_count
+    exit_with_parent(parent_pid)
     os.environ["JAX_PLATFORMS"] = "cpu"
     _process_cache()["batch_array"] = SharedMemoryArray
 
@@ -339,7 +343,7 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
         if self._workers:
             ids = ids.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=self._workers, per_worker_buffer_size=cfg.worker_buffer),
-                worker_init_fn=_worker_init)
+                worker_init_fn=functools.partial(_worker_init, parent_pid=os.getpid()))
         self._it = iter(ids)
 
     def __next__(self) -> dict[str, np.ndarray]:

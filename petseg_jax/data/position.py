@@ -52,11 +52,21 @@ def patch_position(lower: Sequence[int], shape: Sequence[int],
     return np.stack([origin, step]).astype(np.float32)
 
 
+def axis_positions(shape: Sequence[int], spacing: Sequence[float]) -> list[np.ndarray]:
+    """Per axis, the float32 positions of a volume's voxels along it (1-D arrays)."""
+    origin, step = patch_position((0, 0, 0), shape, spacing)
+    return [o + s * np.arange(n, dtype=np.float32) for o, s, n in zip(origin, step, shape)]
+
+
+def grid_position(axes: Sequence[np.ndarray]) -> np.ndarray:
+    """``(len(a0), len(a1), len(a2), 3)`` float32 position channels from per-axis positions
+    (e.g. index subsets of :func:`axis_positions`)."""
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
+
+
 def volume_position(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
     """``(X, Y, Z, 3)`` float32 position channels of a whole volume."""
-    origin, step = patch_position((0, 0, 0), shape, spacing)
-    axes = [o + s * np.arange(n, dtype=np.float32) for o, s, n in zip(origin, step, shape)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
+    return grid_position(axis_positions(shape, spacing))
 
 
 def network_input(normalized: np.ndarray, spacing: Sequence[float],

@@ -28,7 +28,6 @@ few bytes; the voxel spacing is recorded in the arrays' ``dimension_units`` (e.g
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 import tensorstore as ts
 
 from petseg_jax.data.schema import LabelSchema
+from petseg_jax.resources import write_json_atomic  # noqa: F401  (store's callers import it here)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -108,14 +108,6 @@ def image_path(store: str | Path, case_id: str) -> Path:
 
 def label_path(store: str | Path, case_id: str) -> Path:
     return Path(store) / LABELS / case_id
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temp file and rename it into place: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def read_manifest(store: str | Path) -> dict[str, Any]:

@@ -164,8 +164,12 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
     for tracer in details["by_tracer"]:
         tracer_cases = {k: c for k, c in cases.items() if c["meta"]["tracer"] == tracer}
         details[TRACER_AND_DOSE][tracer] = _grouped(tracer_cases, "dose_reduction_factor")
+    absent = [r for r in rows if r.get("volume_ml_ref") == 0 and r.get("volume_ml_pred", 0) > 0]
     return {"n_cases": len(cases), "n_rows": len(rows),
             "n_fov_truncated": sum(not counted(r) for r in rows),
+            # organs the scan does not hold (Dice undefined, left out) but the model predicted
+            "absent_predicted": {"n": len(absent),
+                                 "ml": float(sum(r["volume_ml_pred"] for r in absent))},
             "mean_dice": overall["mean"], "sd_dice": overall["sd"],
             **{key: _means(details[key]) for key in ("by_organ", *GROUPS.values())},
             "by_organ_and_tracer": _by_organ_and_tracer(rows),
@@ -329,10 +333,13 @@ def _tables(summary: Mapping[str, Any]) -> list[Table]:
     details = summary["details"]
     organ_metrics = summary["metrics_by_organ"]
     extra = list(next(iter(organ_metrics.values()), {}))
+    absent = summary.get("absent_predicted", {"n": 0, "ml": 0.0})
     tables: list[Table] = [("Overall", ["cases", "mean Dice ± sd",
-                                        "(case, organ) pairs cut by the field of view, left out"],
+                                        "(case, organ) pairs cut by the field of view, left out",
+                                        "organs predicted where the reference has none"],
                             [[str(summary["n_cases"]), mean_sd(details["overall"]),
-                              str(summary.get("n_fov_truncated", 0))]])]
+                              str(summary.get("n_fov_truncated", 0)),
+                              f"{absent['n']} ({absent['ml']:.1f} ml)"]])]
     organ_rows = []
     for organ, s in details["by_organ"].items():
         cells = [organ, mean_sd(s)] + [mean_sd(organ_metrics[organ][m], 2) for m in extra]

@@ -22,6 +22,8 @@ from petseg_jax.data.suv import SuvOverrides, from_headers
 from petseg_jax.inference.dicom_output import write_rtstruct, write_seg
 from petseg_jax.inference.nifti_pipeline import Predictor
 from petseg_jax.inference.outputs import OutputOptions, write_nifti_outputs, write_preview
+from petseg_jax.inference.sliding_window import Progress
+from petseg_jax.resources import Stages
 
 
 def nifti_image(volume: dicom.PetVolume, image: np.ndarray | None = None) -> nib.Nifti1Image:
@@ -35,31 +37,42 @@ def nifti_image(volume: dicom.PetVolume, image: np.ndarray | None = None) -> nib
 def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
                    overrides: SuvOverrides = SuvOverrides(),
                    options: OutputOptions = OutputOptions(), mirror: bool = False,
-                   largest_component: bool = False) -> list[dict[str, Any]]:
+                   largest_component: bool = False, progress: Progress | None = None,
+                   stages: Stages | None = None) -> list[dict[str, Any]]:
     """Predict one series into ``out_root/<SeriesInstanceUID>/``; returns its stats rows.
-    Nothing is written when the series or its SUV headers are invalid."""
-    volume = dicom.read_pet(info)
-    calibration = from_headers(volume.headers, overrides, volume.uid)
-    image = calibration.image_at_reference(volume.image)
-    img = nifti_image(volume, image)
+    Nothing is written when the series or its SUV headers are invalid.
+    ``progress(windows_done, windows_total)`` follows the sliding window; ``stages`` gets the
+    seconds per stage (as :meth:`Predictor.predict_nifti`)."""
+    stages = stages or Stages()
+    with stages("read"):
+        volume = dicom.read_pet(info)
+        if options.dicom and volume.multiframe:
+            raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT "
+                             "are written for single-frame series only (use --output-type nifti)")
+        calibration = from_headers(volume.headers, overrides, volume.uid)
+        image = calibration.image_at_reference(volume.image)
+        img = nifti_image(volume, image)
     labels = predictor.predict_image(img, calibration.suvbw, mirror, largest_component,
+                                     volume.uid, progress, stages)
+    with stages("post-processing"):
+        rows = predictor.organ_stats(volume.image, volume.affine, labels, calibration,
                                      volume.uid)
-    rows = predictor.organ_stats(volume.image, volume.affine, labels, calibration, volume.uid)
     if options.dicom and not labels.any():
         raise ValueError(f"series {volume.uid}: no organ found, so no DICOM-SEG/RTSTRUCT "
                          "(they cannot be empty)")
-    folder = out_root / volume.uid
-    folder.mkdir(parents=True, exist_ok=True)
-    schema = predictor.schema
-    if "nifti" in options.types:
-        write_nifti_outputs(folder / "labels.nii.gz", labels, img, schema,
-                            folder / "labels.json", folder / "organs" if options.per_organ
-                            else None)
-    if "dicom_seg" in options.types:
-        write_seg(folder / "seg.dcm", labels, volume, schema)
-    if "dicom_rtstruct" in options.types:
-        write_rtstruct(folder / "rtstruct.dcm", labels, volume, schema)
-    if options.preview:
-        write_preview(folder / "preview.png", image, volume.affine, labels, schema,
-                      f"{info.description or 'PET'} ({volume.uid})")
+    with stages("write"):
+        folder = out_root / volume.uid
+        folder.mkdir(parents=True, exist_ok=True)
+        schema = predictor.schema
+        if "nifti" in options.types:
+            write_nifti_outputs(folder / "labels.nii.gz", labels, img, schema,
+                                folder / "labels.json", folder / "organs" if options.per_organ
+                                else None)
+        if "dicom_seg" in options.types:
+            write_seg(folder / "seg.dcm", labels, volume, schema)
+        if "dicom_rtstruct" in options.types:
+            write_rtstruct(folder / "rtstruct.dcm", labels, volume, schema)
+        if options.preview:
+            write_preview(folder / "preview.png", image, volume.affine, labels, schema,
+                          f"{info.description or 'PET'} ({volume.uid})")
     return rows

@@ -2,10 +2,11 @@
 
 A :class:`Predictor` is ``predict_fn(params, x)`` (normalized ``(N, X, Y, Z, C)`` float32 ->
 logits ``(N, X, Y, Z, K)``), its ``params`` and its inference spec (:mod:`.spec`). A case goes:
-load and validate -> reorient to RAS -> resample (linear) to the spec's spacing -> normalize (SUV
-when a factor is known, else per case) -> :func:`.segment.segment` (sliding window with argmax
-inside the program, optional largest component per organ) -> nearest-neighbour back onto the
-input grid -> integer NIfTI with the input's header, written atomically. Per-organ volume and SUV statistics are computed on the
+load and validate -> reorient to RAS -> resample (linear, in blocks of planes) to the spec's
+spacing -> normalize in place (SUV when a factor is known, else per case) ->
+:func:`.segment.segment` (sliding window streamed slab by slab, optional largest component per
+organ) -> nearest-neighbour back onto the input grid (in blocks) -> integer NIfTI with the
+input's header, written atomically. Per-organ volume and SUV statistics are computed on the
 input grid. A restored checkpoint and an exported model run the same code, so their label maps
 agree whenever their logits do.
 """
@@ -26,7 +27,9 @@ from petseg_jax.data.suv import SuvCalibration, organ_table, write_table
 from petseg_jax.inference.outputs import (OutputOptions, nifti_sidecars, write_nifti_outputs,
                                           write_preview)
 from petseg_jax.inference.segment import segment
+from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.inference.spec import check_spec, spec_schema
+from petseg_jax.resources import Stages
 
 STATS_COLUMNS = ("case", *metrics.ORGAN_STATS_COLUMNS)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -83,19 +86,29 @@ class Predictor:
 
     def predict_image(self, img: nib.Nifti1Image, suv_factor: float | None = None,
                       mirror: bool = False, largest_component: bool = False,
-                      name: str = "?") -> np.ndarray:
-        """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``)."""
+                      name: str = "?", progress: Progress | None = None,
+                      stages: Stages | None = None) -> np.ndarray:
+        """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``).
+
+        ``progress(windows_done, windows_total)`` follows the sliding window; ``stages`` gets
+        the seconds of ``resample``, ``windows`` and ``post-processing``.
+        """
         spec = self.spec
-        ras = nifti.to_ras(img)
-        data, affine = nifti.resample_to_spacing(nifti.array(ras), ras.affine, spec["spacing"],
-                                                 order=1)
-        x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
-                      case_id=name)
+        stages = stages or Stages()
+        with stages("resample"):
+            ras = nifti.to_ras(img)
+            data, affine = nifti.resample_to_spacing(nifti.array(ras), ras.affine,
+                                                     spec["spacing"], order=1)
+            x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
+                          case_id=name, out=data)
         labels = segment(x, spec["spacing"], self.predict_fn, self.params, spec,
                          window=window_size(x.shape, spec["patch_size"], spec["total_stride"]),
-                         mirror=mirror, largest_component=largest_component)
-        labels = nifti.to_original_grid(labels, affine, img, order=0)
-        return labels.astype(self.label_dtype)
+                         mirror=mirror, largest_component=largest_component,
+                         progress=progress, stages=stages)
+        del data, x
+        with stages("resample"):
+            labels = nifti.to_original_grid(labels, affine, img, order=0)
+        return labels.astype(self.label_dtype, copy=False)
 
     def organ_stats(self, image: np.ndarray, affine: np.ndarray, labels: np.ndarray,
                     calibration: SuvCalibration | None, name: str) -> list[dict[str, Any]]:
@@ -110,26 +123,36 @@ class Predictor:
                       calibration: SuvCalibration | None = None, mirror: bool = False,
                       largest_component: bool = False,
                       options: OutputOptions = OutputOptions(),
-                      preview: str | Path | None = None) -> list[dict[str, Any]]:
+                      preview: str | Path | None = None, progress: Progress | None = None,
+                      stages: Stages | None = None) -> list[dict[str, Any]]:
         """Predict one file; write the label map with its ``<case>.labels.json`` (and per-organ
         masks, the stats CSV and a preview PNG as asked).
 
-        Returns the per-organ statistics rows. Nothing is written when the input is invalid.
+        Returns the per-organ statistics rows. Nothing is written when the input is invalid;
+        outputs are written atomically. ``progress(windows_done, windows_total)`` follows the
+        sliding window; ``stages`` gets the seconds of ``read``, ``resample``, ``windows``,
+        ``post-processing`` (with the organ statistics) and ``write``.
         """
+        stages = stages or Stages()
         if options.dicom:
             raise ValueError("DICOM output needs a DICOM input series to reference; "
                              f"{input_path} is NIfTI")
         output_path = check_output_path(output_path)
-        img = load_input(input_path)
+        with stages("read"):
+            img = load_input(input_path)
         name = case_name(input_path)
         suv_factor = None if calibration is None else calibration.suvbw
-        labels = self.predict_image(img, suv_factor, mirror, largest_component, name)
-        rows = self.organ_stats(nifti.array(img), img.affine, labels, calibration, name)
-        sidecar, organs = nifti_sidecars(output_path, case_name(output_path))
-        write_nifti_outputs(output_path, labels, img, self.schema, sidecar,
-                            organs if options.per_organ else None)
-        if preview is not None:
-            write_preview(Path(preview), nifti.array(img), img.affine, labels, self.schema, name)
-        if stats is not None:
-            write_table(stats, rows, STATS_COLUMNS)
+        labels = self.predict_image(img, suv_factor, mirror, largest_component, name, progress,
+                                    stages)
+        with stages("post-processing"):
+            rows = self.organ_stats(nifti.array(img), img.affine, labels, calibration, name)
+        with stages("write"):
+            sidecar, organs = nifti_sidecars(output_path, case_name(output_path))
+            write_nifti_outputs(output_path, labels, img, self.schema, sidecar,
+                                organs if options.per_organ else None)
+            if preview is not None:
+                write_preview(Path(preview), nifti.array(img), img.affine, labels, self.schema,
+                              name)
+            if stats is not None:
+                write_table(stats, rows, STATS_COLUMNS)
         return rows

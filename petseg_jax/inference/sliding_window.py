@@ -1,4 +1,5 @@
-"""Sliding-window inference, jitted end to end, with MONAI's ``sliding_window_inference`` semantics.
+"""Sliding-window inference with MONAI's ``sliding_window_inference`` semantics: whole-volume
+(:func:`sliding_window`) or streamed slab by slab in bounded memory (:func:`sliding_window_labels`).
 
 For a channels-last volume ``(X, Y, Z, C)`` and a predictor ``(n, px, py, pz, C) -> (n, px, py, pz,
 K)`` the result is the importance-weighted average of the window outputs, computed as MONAI 1.x
@@ -15,13 +16,33 @@ does it:
   ``sigma = sigma_scale * p`` (peak 1 for odd sizes, not renormalised), then clamped from below at
   ``max(min(map), 1e-3)``. Output = sum(w * window output) / sum(w) per voxel.
 
-Everything after the host-side window list runs in one jitted program: windows are gathered with
-``lax.dynamic_slice`` in a ``lax.fori_loop`` over batches of ``batch_size`` windows and accumulated
-with ``lax.dynamic_update_slice``. The list is padded to a multiple of ``batch_size`` with dummy
-windows of weight 0. The compiled program is cached per ``predict_fn`` object and shapes: pass the
-same function object across calls (not a fresh lambda) to reuse it, and pass model weights through
-``params`` (called as ``predict_fn(params, x)``) so that they are arguments of the program rather
-than constants baked into it.
+**Window order.** Both paths visit the windows with the *slab axis* (the longest padded axis; the
+first of equal ones) slowest: one *row* of windows per start along it, each row in MONAI's order
+of the other two axes, padded to a multiple of ``batch_size`` with dummy windows of weight 0. With
+the slab axis first this is MONAI's own order; otherwise only the order of the float sums differs.
+Both paths add the same batches in the same order, so the streamed labels are bitwise those of
+the whole-volume program's ``output="labels"``.
+
+**Whole volume** (:func:`sliding_window`): one jitted program gathers windows with
+``lax.dynamic_slice`` in a ``lax.fori_loop`` over batches and accumulates them with
+``lax.dynamic_update_slice`` into an ``X' * Y' * Z' * K`` accumulator of ``accum_dtype`` (plus a
+float32 count map for ``output="average"``): 5.4 GB for a 250 x 250 x 900 volume with K = 24.
+
+**Streamed** (:func:`sliding_window_labels`): a host loop over the rows. The scores live in a
+*band* one patch long along the slab axis (``X' * Y' * p * K``); after a row is added, the
+planes no later row touches are finished (argmax) and the band moves on. The network input is cut
+per band from the volume (position channels are built per band), the labels are written into a
+host array as they are finished, and ``progress(windows_done, windows_total)`` is called after
+every row. Before it allocates, the memory it needs (two bands, two input slabs, the label map
+and XLA's temporaries) is checked against :func:`petseg_jax.resources.available_memory`; a
+volume whose band cannot fit raises :class:`~petseg_jax.resources.MemoryBudgetError` naming the
+memory needed. The band is held in :func:`score_dtype` (float32 on the CPU, where XLA emulates
+bfloat16 slowly; bfloat16 on accelerators).
+
+The compiled programs are cached per ``predict_fn`` object and shapes: pass the same function
+object across calls (not a fresh lambda) to reuse them, and pass model weights through ``params``
+(called as ``predict_fn(params, x)``) so that they are arguments of the program rather than
+constants baked into it.
 
 Test-time mirroring (nnU-Net style): with ``mirror_axes`` the prediction is averaged over every
 subset of those spatial axes (``2^len`` passes per window): the window is flipped, predicted and
@@ -33,17 +54,8 @@ left/right pairs.
 Position channels (``position_channels=True``, see :mod:`petseg_jax.data.position`): input
 channels 1-3 are the voxels' signed positions along X, Y, Z. A test-time flip of an axis also
 negates that axis's position (as the training augmentation does), and padding extends them with
-their edge values instead of ``pad_value``.
-
-Memory: the accumulator holds ``X' * Y' * Z' * K`` values of ``accum_dtype`` (X' etc. padded) plus a
-float32 count map of ``X' * Y' * Z'`` (``output="average"`` only). A whole-body 250 x 250 x 900
-volume with K = 24 needs 5.4 GB in float32; ``output="average"`` returns another array of that
-size, ``output="labels"`` (argmax inside the program) only 56 MB of uint8. Add the input (4 bytes
-per voxel and channel) and the predictor's activations for ``batch_size`` windows. Measured on the
-2-core CPU with a linear predictor, patch 128^3, overlap 0.5 (450 windows), ``output="labels"``:
-26 s, 6.5 GB peak RSS. ``accum_dtype="bfloat16"`` is meant to halve the accumulator on accelerators
-(not measured here), but XLA's CPU backend emulates bfloat16: there the same run took 550 s and
-saved no memory, so keep float32 on CPU.
+their edge values instead of ``pad_value``. The streamed path builds them per band from
+``position_spacing`` instead of taking them in the volume.
 """
 
 from __future__ import annotations
@@ -59,8 +71,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from petseg_jax import resources
+from petseg_jax.data import position
+
 Mode = Literal["gaussian", "constant"]
 Output = Literal["average", "labels"]
+Progress = Callable[[int, int], None]
 _MIN_WEIGHT = 1e-3  # MONAI's floor of the importance map
 
 
@@ -84,14 +100,21 @@ def scan_interval(image_shape: Sequence[int], patch_size: Sequence[int],
                  for s, p, o in zip(image_shape, patch_size, overlap))
 
 
-def window_starts(image_shape: Sequence[int], patch_size: Sequence[int],
-                  overlap: Sequence[float]) -> np.ndarray:
-    """Window start corners ``(n_windows, 3)`` as MONAI's ``dense_patch_slices`` (first axis slowest)."""
+def axis_starts(image_shape: Sequence[int], patch_size: Sequence[int],
+                overlap: Sequence[float]) -> list[list[int]]:
+    """Per axis, MONAI's window starts along it (see :func:`window_starts`)."""
     per_axis = []
     for s, p, i in zip(image_shape, patch_size, scan_interval(image_shape, patch_size, overlap)):
         n = max(0, -(-(s - p) // i)) + 1  # the first window index reaching the end, plus one
         per_axis.append([min(k * i, s - p) for k in range(n)])
-    return np.array(list(itertools.product(*per_axis)), dtype=np.int32).reshape(-1, 3)
+    return per_axis
+
+
+def window_starts(image_shape: Sequence[int], patch_size: Sequence[int],
+                  overlap: Sequence[float]) -> np.ndarray:
+    """Window start corners ``(n_windows, 3)`` as MONAI's ``dense_patch_slices`` (first axis slowest)."""
+    return np.array(list(itertools.product(*axis_starts(image_shape, patch_size, overlap))),
+                    dtype=np.int32).reshape(-1, 3)
 
 
 def importance_map(patch_size: Sequence[int], mode: Mode = "gaussian",
@@ -110,16 +133,47 @@ def importance_map(patch_size: Sequence[int], mode: Mode = "gaussian",
     return np.maximum(weights, max(float(weights.min()), _MIN_WEIGHT)).astype(np.float32)
 
 
+
+def score_dtype(requested: str | np.dtype | None = None) -> str:
+    """The dtype the scores are held in: ``requested``, else the compute dtype of the default
+    backend (float32 on the CPU, bfloat16 on accelerators)."""
+    if requested is not None:
+        return jnp.dtype(requested).name
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def slab_axis(padded_shape: Sequence[int]) -> int:
+    """The axis the windows are ordered and streamed along: the longest (the first of equals)."""
+    return int(np.argmax(padded_shape))
+
+
+def window_rows(padded_shape: Sequence[int], patch: Sequence[int], overlap: Sequence[float],
+                batch_size: int, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows in row order (module docstring): the rows' starts along ``axis`` ``(R,)``,
+    the window corners ``(R, B, batch_size, 3)`` and weights ``(R, B, batch_size)``: 1, or 0
+    for the dummy windows (at the row's first corner) that fill each row's last batch."""
+    per_axis = axis_starts(padded_shape, patch, overlap)
+    rows = np.asarray(per_axis[axis], np.int32)
+    grid = np.array(list(itertools.product(*[[0] if d == axis else per_axis[d] for d in range(3)])),
+                    np.int32)
+    n_batches = -(-len(grid) // batch_size)
+    n_dummy = n_batches * batch_size - len(grid)
+    grid = np.concatenate([grid, np.repeat(grid[:1], n_dummy, axis=0)])
+    starts = np.repeat(grid[None], len(rows), axis=0)
+    starts[..., axis] = rows[:, None]
+    weights = np.concatenate([np.ones(len(grid) - n_dummy, np.float32),
+                              np.zeros(n_dummy, np.float32)])
+    return (rows, starts.reshape(len(rows), n_batches, batch_size, 3),
+            np.tile(weights.reshape(n_batches, batch_size), (len(rows), 1, 1)))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Static description of one compiled program (hashable)."""
+    """Static description of how one batch of windows is predicted and added (hashable)."""
 
     patch: tuple[int, int, int]
-    pads: tuple[tuple[int, int], ...]
-    pad_value: float
     batch_size: int
     mirror_axes: tuple[int, ...]
-    output: str
     accum_dtype: str
     with_params: bool
     position_channels: bool
@@ -129,73 +183,149 @@ def _mirror_sets(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled(predict_fn: Callable, plan: _Plan) -> Callable:
-    """The jitted sliding-window program for one predictor and one static plan."""
-    accum = jnp.dtype(plan.accum_dtype)
+def _call(predict_fn: Callable, plan: _Plan, params: Any, x: jax.Array) -> jax.Array:
+    return predict_fn(params, x) if plan.with_params else predict_fn(x)
 
-    def call(params: Any, x: jax.Array) -> jax.Array:
-        return predict_fn(params, x) if plan.with_params else predict_fn(x)
+
+def _argmax(scores: jax.Array) -> jax.Array:
+    k = scores.shape[-1]
+    return jnp.argmax(scores, axis=-1).astype(jnp.uint8 if k <= 256 else jnp.int32)
+
+
+def _output_channels(predict_fn: Callable, plan: _Plan, channels: int, params: Any,
+                     lut: jax.Array | None) -> int:
+    """The predictor's number of output channels K, after checking its output shape."""
+    window = (plan.batch_size,) + plan.patch
+    out = jax.eval_shape(functools.partial(_call, predict_fn, plan), params,
+                         jax.ShapeDtypeStruct(window + (channels,), jnp.float32))
+    if out.shape[:-1] != window:
+        raise ValueError(f"predict_fn maps {window + (channels,)} to {out.shape}; expected "
+                         f"{window + ('K',)}")
+    k = out.shape[-1]
+    if lut is not None and lut.shape != (k,):
+        raise ValueError(f"mirror_lut has {lut.shape[0]} entries but predict_fn gives {k} channels")
+    return k
+
+
+def _batch_step(predict_fn: Callable, plan: _Plan) -> Callable:
+    """``step(acc, cnt, vol, corners, weights, imp, lut, params) -> (acc, cnt)``: one batch of
+    windows cut from ``vol`` at ``corners``, predicted (with test-time mirroring) and added,
+    weighted, to ``acc`` (and their weights to ``cnt`` unless it is ``None``); ``vol`` and
+    ``acc`` share their coordinates."""
+    accum = jnp.dtype(plan.accum_dtype)
+    sets = _mirror_sets(plan.mirror_axes)
 
     def predict(params, lut, x):
         total = None
-        for axes in _mirror_sets(plan.mirror_axes):
+        for axes in sets:
             flip = tuple(a + 1 for a in axes)  # spatial axis -> batched array axis
             xf = jnp.flip(x, flip) if flip else x
             if plan.position_channels and axes:  # the flipped axes' positions change sign
                 sign = np.ones(x.shape[-1], np.float32)
                 sign[[1 + a for a in axes]] = -1.0
                 xf = xf * sign
-            y = call(params, xf).astype(jnp.float32)
+            y = _call(predict_fn, plan, params, xf).astype(jnp.float32)
             y = jnp.flip(y, flip) if flip else y
             if 0 in axes and lut is not None:
                 y = jnp.take(y, lut, axis=-1)
             total = y if total is None else total + y
-        return total / len(_mirror_sets(plan.mirror_axes))
+        return total / len(sets)
+
+    def step(acc, cnt, vol, st, w, imp, lut, params):
+        window_shape = plan.patch + (vol.shape[-1],)
+        k = acc.shape[-1]
+        wins = jax.vmap(lambda s: lax.dynamic_slice(vol, (s[0], s[1], s[2], 0), window_shape))(st)
+        pred = predict(params, lut, wins)
+        for j in range(plan.batch_size):
+            wj = imp * w[j]
+            corner = (st[j, 0], st[j, 1], st[j, 2])
+            cur = lax.dynamic_slice(acc, corner + (0,), plan.patch + (k,))
+            acc = lax.dynamic_update_slice(acc, cur + (pred[j] * wj[..., None]).astype(accum),
+                                           corner + (0,))
+            if cnt is not None:
+                cnt = lax.dynamic_update_slice(cnt, lax.dynamic_slice(cnt, corner, plan.patch) + wj,
+                                               corner)
+        return acc, cnt
+
+    return step
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_volume(predict_fn: Callable, plan: _Plan, pads: tuple, pad_value: float,
+                     output: str, k: int) -> Callable:
+    """The jitted whole-volume program for one predictor and one static plan."""
+    step = _batch_step(predict_fn, plan)
 
     def run(volume, starts, weights, imp, lut, params):
         vol = volume
-        if any(lo or hi for lo, hi in plan.pads):
-            vol = jnp.pad(volume, plan.pads + ((0, 0),), constant_values=plan.pad_value)
+        if any(lo or hi for lo, hi in pads):
+            vol = jnp.pad(volume, pads + ((0, 0),), constant_values=pad_value)
             if plan.position_channels:
-                vol = vol.at[..., 1:].set(jnp.pad(volume[..., 1:], plan.pads + ((0, 0),),
-                                                  mode="edge"))
-        channels = vol.shape[-1]
-        window_shape = plan.patch + (channels,)
-        out_spec = jax.eval_shape(lambda x: call(params, x),
-                                  jax.ShapeDtypeStruct((plan.batch_size,) + window_shape, vol.dtype))
-        if out_spec.shape[:-1] != (plan.batch_size,) + plan.patch:
-            raise ValueError(f"predict_fn maps {(plan.batch_size,) + window_shape} to {out_spec.shape}; "
-                             f"expected {(plan.batch_size,) + plan.patch + ('K',)}")
-        k = out_spec.shape[-1]
-        if lut is not None and lut.shape != (k,):
-            raise ValueError(f"mirror_lut has {lut.shape[0]} entries but predict_fn gives {k} channels")
-        acc = jnp.zeros(vol.shape[:3] + (k,), accum)
-        cnt = jnp.zeros(vol.shape[:3], jnp.float32) if plan.output == "average" else None
+                vol = vol.at[..., 1:].set(jnp.pad(volume[..., 1:], pads + ((0, 0),), mode="edge"))
+        acc = jnp.zeros(vol.shape[:3] + (k,), jnp.dtype(plan.accum_dtype))
+        cnt = jnp.zeros(vol.shape[:3], jnp.float32) if output == "average" else None
 
         def body(i, carry):
-            acc, cnt = carry
-            st, w = starts[i], weights[i]
-            wins = jax.vmap(lambda s: lax.dynamic_slice(vol, (s[0], s[1], s[2], 0), window_shape))(st)
-            pred = predict(params, lut, wins)
-            for j in range(plan.batch_size):
-                wj = imp * w[j]
-                corner = (st[j, 0], st[j, 1], st[j, 2])
-                cur = lax.dynamic_slice(acc, corner + (0,), plan.patch + (k,))
-                acc = lax.dynamic_update_slice(acc, cur + (pred[j] * wj[..., None]).astype(accum),
-                                               corner + (0,))
-                if cnt is not None:
-                    cnt = lax.dynamic_update_slice(cnt, lax.dynamic_slice(cnt, corner, plan.patch) + wj,
-                                                   corner)
-            return acc, cnt
+            return step(*carry, vol, starts[i], weights[i], imp, lut, params)
 
         acc, cnt = lax.fori_loop(0, starts.shape[0], body, (acc, cnt))
-        crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(plan.pads, volume.shape[:3]))
-        if plan.output == "labels":
-            return jnp.argmax(acc[crop], axis=-1).astype(jnp.uint8 if k <= 256 else jnp.int32)
+        crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, volume.shape[:3]))
+        if output == "labels":
+            return _argmax(acc[crop])
         return acc[crop].astype(jnp.float32) / cnt[crop][..., None]
 
     return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_band(predict_fn: Callable, plan: _Plan) -> Callable:
+    """The jitted program adding one row of windows to the score band (donated)."""
+    step = _batch_step(predict_fn, plan)
+
+    def run(band, slab, starts, weights, imp, lut, params):
+        def body(i, acc):
+            return step(acc, None, slab, starts[i], weights[i], imp, lut, params)[0]
+
+        return lax.fori_loop(0, starts.shape[0], body, band)
+
+    return jax.jit(run, donate_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2), donate_argnums=0)
+def _finish_planes(band: jax.Array, n: int, axis: int) -> tuple[jax.Array, jax.Array]:
+    """Labels of the band's first ``n`` planes along ``axis``, and the band moved on by ``n``
+    planes (zeros behind)."""
+    done = lax.slice_in_dim(band, 0, n, axis=axis)
+    rest = lax.slice_in_dim(band, n, band.shape[axis], axis=axis)
+    return _argmax(done), jnp.concatenate([rest, jnp.zeros_like(done)], axis=axis)
+
+
+def _checked_args(volume: Any, predict_fn: Callable, patch_size: Any, overlap: Any,
+                  batch_size: int, mirror_axes: Sequence[int], mirror_lut: Any
+                  ) -> tuple[tuple, tuple, tuple, jax.Array | None]:
+    """Validated ``(patch, overlaps, mirror axes, lut)`` of either path."""
+    if getattr(volume, "ndim", None) != 4:
+        raise ValueError(f"volume must be channels-last (X, Y, Z, C), got shape {np.shape(volume)}")
+    patch = _triple(patch_size, "patch_size", int)
+    overlaps = _triple(overlap, "overlap", float)
+    if min(patch) < 1:
+        raise ValueError(f"patch_size must be positive, got {patch}")
+    if not all(0 <= o < 1 for o in overlaps):
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    axes = tuple(sorted({int(a) for a in mirror_axes}))
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"mirror_axes must be spatial axes 0, 1, 2, got {tuple(mirror_axes)}")
+    try:
+        hash(predict_fn)
+    except TypeError:
+        raise TypeError("predict_fn must be hashable (a plain function, a jitted function or "
+                        "functools.partial); pass model state through `params`") from None
+    lut = None
+    if 0 in axes and mirror_lut is not None:
+        lut = jnp.asarray(np.asarray(mirror_lut, dtype=np.int32))
+    return patch, overlaps, axes, lut
 
 
 def sliding_window(
@@ -214,7 +344,8 @@ def sliding_window(
     params: Any = None,
     position_channels: bool = False,
 ) -> jax.Array:
-    """Importance-weighted sliding-window prediction of a channels-last ``(X, Y, Z, C)`` volume.
+    """Importance-weighted sliding-window prediction of a channels-last ``(X, Y, Z, C)`` volume,
+    with the whole score map in memory (:func:`sliding_window_labels` streams it).
 
     ``predict_fn(x)`` (or ``predict_fn(params, x)`` when ``params`` is given) maps
     ``(n, px, py, pz, C)`` to ``(n, px, py, pz, K)`` and must be traceable by JAX. Returns the
@@ -224,43 +355,125 @@ def sliding_window(
     position channels (module docstring). See the module docstring for the exact MONAI
     semantics and the memory needed.
     """
-    if getattr(volume, "ndim", None) != 4:
-        raise ValueError(f"volume must be channels-last (X, Y, Z, C), got shape {np.shape(volume)}")
+    patch, overlaps, axes, lut = _checked_args(volume, predict_fn, patch_size, overlap,
+                                               batch_size, mirror_axes, mirror_lut)
     if position_channels and volume.shape[-1] != 4:
         raise ValueError(f"position_channels needs 4 input channels (PET + X, Y, Z), got "
                          f"{volume.shape[-1]}")
-    patch = _triple(patch_size, "patch_size", int)
-    overlaps = _triple(overlap, "overlap", float)
-    if min(patch) < 1:
-        raise ValueError(f"patch_size must be positive, got {patch}")
-    if not all(0 <= o < 1 for o in overlaps):
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    axes = tuple(sorted({int(a) for a in mirror_axes}))
-    if any(a not in (0, 1, 2) for a in axes):
-        raise ValueError(f"mirror_axes must be spatial axes 0, 1, 2, got {tuple(mirror_axes)}")
     if output not in ("average", "labels"):
         raise ValueError(f"output must be 'average' or 'labels', got {output!r}")
-    try:
-        hash(predict_fn)
-    except TypeError:
-        raise TypeError("predict_fn must be hashable (a plain function, a jitted function or "
-                        "functools.partial); pass model state through `params`") from None
-
+    plan = _Plan(patch, int(batch_size), axes, jnp.dtype(accum_dtype).name, params is not None,
+                 bool(position_channels))
+    k = _output_channels(predict_fn, plan, volume.shape[-1], params, lut)
     pads = pad_widths(volume.shape[:3], patch)
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(volume.shape[:3], pads))
-    starts = window_starts(padded, patch, overlaps)
-    n_batches = -(-len(starts) // batch_size)
-    n_dummy = n_batches * batch_size - len(starts)
-    weights = np.concatenate([np.ones(len(starts), np.float32), np.zeros(n_dummy, np.float32)])
-    starts = np.concatenate([starts, np.zeros((n_dummy, 3), np.int32)])
-    lut = None
-    if 0 in axes and mirror_lut is not None:
-        lut = jnp.asarray(np.asarray(mirror_lut, dtype=np.int32))
-    plan = _Plan(patch, pads, float(pad_value), int(batch_size), axes, output,
-                 jnp.dtype(accum_dtype).name, params is not None, bool(position_channels))
-    run = _compiled(predict_fn, plan)
-    return run(jnp.asarray(volume), jnp.asarray(starts.reshape(n_batches, batch_size, 3)),
-               jnp.asarray(weights.reshape(n_batches, batch_size)),
+    _, starts, weights = window_rows(padded, patch, overlaps, plan.batch_size, slab_axis(padded))
+    run = _compiled_volume(predict_fn, plan, pads, float(pad_value), output, k)
+    return run(jnp.asarray(volume), jnp.asarray(starts.reshape(-1, plan.batch_size, 3)),
+               jnp.asarray(weights.reshape(-1, plan.batch_size)),
                jnp.asarray(importance_map(patch, mode, sigma_scale)), lut, params)
+
+
+def _band_input(volume: np.ndarray, pads: Sequence[tuple[int, int]], axis: int, lo: int, hi: int,
+                pad_value: float, positions: list[np.ndarray] | None) -> np.ndarray:
+    """The padded network input of the padded planes ``[lo, hi)`` along ``axis``: the volume's
+    channels (``pad_value`` outside it), then, with ``positions`` (per-axis 1-D positions of
+    the volume), the position channels extended with their edge values."""
+    shape = volume.shape[:3]
+    box = [(0, s + a + b) for s, (a, b) in zip(shape, pads)]
+    box[axis] = (lo, hi)
+    out = np.full(tuple(b - a for a, b in box) + (volume.shape[-1],), pad_value, np.float32)
+    src, dst = [], []
+    for (a, b), (before, _), s in zip(box, pads, shape):
+        first, last = max(a - before, 0), min(b - before, s)
+        last = max(last, first)
+        src.append(slice(first, last))
+        dst.append(slice(first + before - a, last + before - a))
+    out[tuple(dst)] = volume[tuple(src)]
+    if positions is None:
+        return out
+    axes = [p[np.clip(np.arange(a, b) - before, 0, s - 1)]
+            for p, (a, b), (before, _), s in zip(positions, box, pads, shape)]
+    return np.concatenate([out, position.grid_position(axes)], axis=-1)
+
+
+def sliding_window_labels(
+    volume: np.ndarray,
+    predict_fn: Callable,
+    patch_size: int | Sequence[int],
+    overlap: float | Sequence[float] = 0.5,
+    mode: Mode = "gaussian",
+    batch_size: int = 4,
+    sigma_scale: float | Sequence[float] = 0.125,
+    mirror_axes: Sequence[int] = (),
+    mirror_lut: np.ndarray | Sequence[int] | None = None,
+    pad_value: float = 0.0,
+    accum_dtype: str | np.dtype | None = None,
+    params: Any = None,
+    position_spacing: Sequence[float] | None = None,
+    progress: Progress | None = None,
+    memory_budget: int | None = None,
+) -> np.ndarray:
+    """Label map ``(X, Y, Z)`` (uint8 when K <= 256, else int32) of a channels-last volume,
+    streamed slab by slab along its longest axis in bounded memory (module docstring).
+
+    Same windows, weights, mirroring and labels as ``sliding_window(..., output="labels")``.
+    ``position_spacing`` (mm) appends the volume's position channels, built per band;
+    ``accum_dtype`` defaults to :func:`score_dtype`; ``progress(done, total)`` is called with
+    window counts after each row; ``memory_budget`` (bytes) replaces
+    :func:`~petseg_jax.resources.available_memory`. Raises
+    :class:`~petseg_jax.resources.MemoryBudgetError` before allocating when the band, the input
+    slabs, the label map and XLA's temporaries do not fit.
+    """
+    patch, overlaps, axes, lut = _checked_args(volume, predict_fn, patch_size, overlap,
+                                               batch_size, mirror_axes, mirror_lut)
+    with_position = position_spacing is not None
+    channels = volume.shape[-1] + (position.POSITION_CHANNELS if with_position else 0)
+    plan = _Plan(patch, int(batch_size), axes, score_dtype(accum_dtype), params is not None,
+                 with_position)
+    k = _output_channels(predict_fn, plan, channels, params, lut)
+    shape = tuple(volume.shape[:3])
+    pads = pad_widths(shape, patch)
+    padded = tuple(s + lo + hi for s, (lo, hi) in zip(shape, pads))
+    axis = slab_axis(padded)
+    band_shape = tuple(patch[d] if d == axis else padded[d] for d in range(3))
+    label_dtype = np.dtype(np.uint8 if k <= 256 else np.int32)
+    voxels = int(np.prod(band_shape))
+    needed = (2 * voxels * k * jnp.dtype(plan.accum_dtype).itemsize + 2 * voxels * channels * 4
+              + int(np.prod(shape)) * label_dtype.itemsize)
+    what = (f"the sliding window of a {'x'.join(map(str, shape))} volume (score band "
+            f"{'x'.join(map(str, band_shape))} x {k} classes in {plan.accum_dtype})")
+    resources.check_budget(needed, what, memory_budget)
+
+    rows, starts, weights = window_rows(padded, patch, overlaps, plan.batch_size, axis)
+    starts[..., axis] -= rows[:, None, None]  # corners relative to their band
+    imp = jnp.asarray(importance_map(patch, mode, sigma_scale))
+    band = jax.ShapeDtypeStruct(band_shape + (k,), jnp.dtype(plan.accum_dtype))
+    slab = jax.ShapeDtypeStruct(band_shape + (channels,), jnp.float32)
+    compiled = _compiled_band(predict_fn, plan).lower(band, slab, starts[0], weights[0], imp,
+                                                      lut, params).compile()
+    stats = compiled.memory_analysis()
+    resources.check_budget(needed + int(getattr(stats, "temp_size_in_bytes", 0) or 0), what,
+                           memory_budget)
+
+    positions = position.axis_positions(shape, position_spacing) if with_position else None
+    out = np.empty(shape, label_dtype)
+    band = jnp.zeros(band.shape, band.dtype)
+    crop = [slice(lo, lo + s) for (lo, _), s in zip(pads, shape)]
+    before, length = pads[axis][0], shape[axis]
+    total, done = int(np.count_nonzero(weights)), 0
+    for r, row in enumerate(rows.tolist()):
+        band = compiled(band, _band_input(volume, pads, axis, row, row + patch[axis], pad_value,
+                                          positions), starts[r], weights[r], imp, lut, params)
+        n = int(rows[r + 1]) - row if r + 1 < len(rows) else patch[axis]
+        labels, band = _finish_planes(band, n, axis)
+        first, last = max(row - before, 0), min(row + n - before, length)
+        if last > first:
+            src, dst = list(crop), [slice(None)] * 3
+            src[axis] = slice(first - row + before, last - row + before)
+            dst[axis] = slice(first, last)
+            out[tuple(dst)] = np.asarray(labels)[tuple(src)]
+        done += int(np.count_nonzero(weights[r]))
+        if progress is not None:
+            progress(done, total)
+    return out

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import multiprocessing
 import shutil
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,6 +40,7 @@ from petseg_jax.data.raw_dataset import (
     write_metadata_csv)
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema
 from petseg_jax.data.store import write_json_atomic
+from petseg_jax.workers import process_pool
 
 MARKER = "phantom.json"
 DEFAULT_TRACER_MIX = {"FDG": 0.4, "PSMA": 0.15, "DOTATATE": 0.15, "FAPI": 0.15,
@@ -225,6 +224,12 @@ def _allocate(n: int, weights: Mapping[str, float] | Mapping[float, float]) -> l
     return [k for k in keys for _ in range(counts[k])]
 
 
+def subject_seed(dataset_seed: int, index: int) -> int:
+    """The anatomy seed of case ``phantom_<index>`` of a dataset planned with ``dataset_seed``
+    (``Anatomy(subject_seed(...))`` gives back a case's subject, e.g. its landmarks)."""
+    return int(np.random.SeedSequence([dataset_seed, index]).generate_state(1)[0])
+
+
 def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_MIX,
                centers: Sequence[str] = tuple(CENTERS),
                dose_factors: Sequence[float] = DEFAULT_DOSE_FACTORS,
@@ -285,7 +290,7 @@ def plan_cases(n: int, seed: int, tracers: Mapping[str, float] = DEFAULT_TRACER_
         if split[i] == "train" and len(same) > 1:
             split[i] = "val"
             n_val -= 1
-    return [CasePlan(f"phantom_{i:04d}", int(np.random.SeedSequence([seed, i]).generate_state(1)[0]),
+    return [CasePlan(f"phantom_{i:04d}", subject_seed(seed, i),
                      str(tracer_of[i]), str(center_of[i]), float(k_of[i]), bool(ac_of[i]),
                      split[i], str(fov_of[i])) for i in range(n)]
 
@@ -330,7 +335,7 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
             bar.update()
     else:
         # spawn, not fork: the scanner model runs JAX, which must not be forked once started
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with process_pool(workers) as pool:
             futures = [pool.submit(write_case, out, plan, spacing_mm) for plan in plans]
             for f in futures:
                 f.add_done_callback(lambda _: bar.update())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,17 @@ def ensure_store(data_cfg: Mapping[str, Any], seed: int = 0) -> Path:
         from petseg_jax.phantom import generate as phantom_lib
 
         log.info("generating %d phantom cases into %s", phantom["cases"], raw)
+        t0 = time.perf_counter()
         phantom_lib.main(["--out", str(raw), "--cases", str(phantom["cases"]),
                           "--seed", str(phantom["seed"]), "--spacing", str(phantom["spacing"]),
                           "--test-fraction", str(phantom["test_fraction"]), "--overwrite",
                           "--workers", str(max(1, min(os.cpu_count() or 1, phantom["cases"])))])
+        log.info("phantom generation took %.0f s", time.perf_counter() - t0)
     from petseg_jax.data import ingest as ingest_lib
 
     spacing = tuple(data_cfg["spacing"]) or None
     log.info("ingesting %s into %s", raw, store)
+    t0 = time.perf_counter()
     ingest_lib.ingest(raw, store, spacing=spacing, dtype=data_cfg["image_dtype"])
+    log.info("ingest took %.0f s", time.perf_counter() - t0)
     return store

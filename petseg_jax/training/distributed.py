@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.extend.backend
 
 
 def _env_int(name: str) -> int | None:
@@ -37,6 +38,22 @@ def initialize() -> None:
         )
     else:  # SLURM: cluster auto-detection
         jax.distributed.initialize(initialization_timeout=timeout)
+
+
+def leave() -> None:
+    """Leave the distributed runtime after the last collective work, so that process 0 can run
+    the closing stages (evaluation, export) alone without any cross-process wait that can time
+    out. Every process must call it at the same point (right after training: its shutdown
+    barrier then waits only for the slowest process to get there). The backends are cleared:
+    the next JAX call starts a single-process backend on this process's own devices, and
+    arrays of the old runtime must not be used again. No-op for a single process."""
+    if jax.process_count() == 1:
+        return
+    main = is_main()
+    jax.distributed.shutdown()
+    jax.extend.backend.clear_backends()
+    if main and jax.process_count() != 1:
+        raise RuntimeError(f"still {jax.process_count()} processes after leaving the runtime")
 
 
 def is_main() -> bool:

@@ -50,10 +50,12 @@ def store(tmp_path_factory) -> Path:
 def two_process_run(store, tmp_path_factory):
     root = tmp_path_factory.mktemp("mp_run")
     logs = root / "logs"
-    proc = subprocess.run(
-        ["bash", str(LAUNCH), "2", "--", *tiny_overrides(store, root / "w2")],
+    proc = subprocess.run(  # with the demo's closing stages (evaluation, export) on
+        ["bash", str(LAUNCH), "2", "--", *tiny_overrides(store, root / "w2"),
+         "--config.evaluation.split=val", "--config.evaluation.mip_cases=0",
+         "--config.export.enabled=True"],
         cwd=REPO, env=_env(2, PETSEG_LOG_DIR=str(logs)), capture_output=True, text=True,
-        timeout=600)
+        timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
         p.read_text() for p in sorted(logs.glob("*.log")))
     return root, logs
@@ -76,6 +78,16 @@ def test_processes_agree_and_match_single_process(two_process_run, store):
         assert sorted(reference) == sorted(per_process[0])
         for step, loss in reference.items():
             assert per_process[0][step] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+
+
+def test_closing_stages_run_and_every_process_exits_0(two_process_run):
+    """After training, process 0 evaluates and exports alone: no process waits on another
+    (the launcher's status 0 is every process's), and the evaluation summary is written."""
+    root, logs = two_process_run
+    assert (root / "w2" / "eval" / "summary.json").exists()
+    assert (root / "w2" / "export" / "meta.json").exists()
+    for i in range(2):
+        assert "timed out" not in (logs / f"process_{i}.log").read_text().lower()
 
 
 def test_one_checkpoint_and_resume_with_fewer_processes(two_process_run, store):

@@ -4,6 +4,7 @@ checkpoint vs export agreement."""
 from __future__ import annotations
 
 import csv
+import json
 
 import jax.numpy as jnp
 import nibabel as nib
@@ -159,9 +160,15 @@ def test_checkpoint_and_export_give_the_same_labels(run, tmp_path):
     for name, model in (("checkpoint", workdir), ("export", export_dir)):
         out = tmp_path / f"{name}.nii.gz"
         rows = predict.main(["--model", str(model), "-i", str(pet), "-o", str(out),
-                             "--weight-kg", "70", "--injected-mbq", "350"])
+                             "--weight-kg", "70", "--injected-mbq", "350",
+                             "--profile", str(tmp_path / f"{name}.json")])
         assert len(rows) == len(SCHEMA.names)
         maps[name] = nib.load(out)
+        profile = json.loads((tmp_path / f"{name}.json").read_text())
+        assert set(profile["seconds"]) == {"read", "resample", "windows", "post-processing",
+                                           "write"}
+        assert all(s >= 0 for s in profile["seconds"].values()) and profile["peak_rss_mb"] > 100
+        assert profile["cases"] == 1 and profile["failed"] == 0
     src = nib.load(pet)
     for img in maps.values():
         assert img.shape == src.shape and np.array_equal(img.affine, src.affine)

@@ -1,5 +1,6 @@
 """Train / infer benchmarks: arguments, MFU arithmetic, peaks; PyTorch twin == JAX network."""
 
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import petseg_jax.bench
-from petseg_jax.bench import infer, learning, train
+from petseg_jax.bench import infer, learning, physics, train
 from petseg_jax.models import build_model
 from petseg_jax.training.loss import segmentation_loss
 from petseg_jax.training.step import ModelDef
@@ -114,3 +115,26 @@ def test_learning_case_selection():
     assert overrides == [("total_steps", "10")]
     with pytest.raises(SystemExit):
         learning.parse_args(["--config", DEMO, "--eval-every", "0"])
+
+
+def test_fov_cut_range_and_organs_wholly_inside():
+    from petseg_jax.bench.fov import cut_range, wholly_inside
+
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    affine[2, 3] = -10.0  # slice k at z = -10 + 6 k
+    assert cut_range(affine, 50, 20.0, 80.0) == (5, 16)  # slices at z 20 .. 80
+    assert cut_range(affine, 12, -100.0, 1000.0) == (0, 12)
+    with pytest.raises(ValueError, match="outside the volume"):
+        cut_range(affine, 10, 500.0, 600.0)
+    ref = np.zeros((2, 2, 20), np.uint8)
+    ref[0, 0, 6:9] = 1  # inside [5, 15)
+    ref[1, 1, 3:7] = 2  # crosses the lower cut
+    ref[0, 1, 14:15] = 3  # last slice inside
+    assert wholly_inside(ref, 5, 15) == [1, 3]
+
+
+def test_physics_bench_runs_and_reports(capsys):
+    assert physics.main(["--spacing", "12", "--fov-mm", "240", "--width-mm", "200",
+                         "--depth-mm", "150", "--length-mm", "120", "--factors", "10"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["grid"] == [20, 20, 10] and len(result["recon_s"]) == 3

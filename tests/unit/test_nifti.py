@@ -223,3 +223,17 @@ def test_save_writes_affine(tmp_path):
     img = nifti.load(tmp_path / "x.nii.gz")
     np.testing.assert_array_equal(nifti.array(img), data)
     np.testing.assert_allclose(img.affine, aff)
+
+
+@pytest.mark.parametrize("order,outside", [(1, "nearest"), (1, "zero"), (0, "nearest")])
+def test_resampling_in_blocks_equals_one_block(monkeypatch, order, outside):
+    """Resampling works in blocks of target planes (bounded memory) with the same result."""
+    rng = np.random.default_rng(3)
+    data = rng.random((9, 8, 23)).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    ref_affine = np.diag([1.5, 2.5, 1.73, 1.0])  # no target point exactly between two voxels
+    ref_affine[:3, 3] = [-1.1, 0.55, 2.03]
+    whole = nifti.resample_to_reference(data, affine, (12, 7, 41), ref_affine, order, outside)
+    monkeypatch.setattr(nifti, "_SAMPLE_BLOCK", 12 * 7 * 5)  # 5 planes per block
+    blocks = nifti.resample_to_reference(data, affine, (12, 7, 41), ref_affine, order, outside)
+    np.testing.assert_allclose(blocks, whole, rtol=0, atol=1e-6)

@@ -77,6 +77,16 @@ def test_by_fov_and_truncated_organs_left_out(tmp_path):
     assert "cut by the field of view" in md
 
 
+def test_organ_predicted_where_the_reference_has_none_is_reported():
+    rows = [dict(ROWS[3], volume_ml_ref=0.0, volume_ml_pred=12.5),  # b's kidney: absent
+            dict(ROWS[2], volume_ml_ref=900.0, volume_ml_pred=950.0)]
+    s = report.summarize(rows)
+    assert s["absent_predicted"] == {"n": 1, "ml": 12.5}
+    assert s["mean_dice"] == pytest.approx(0.9)  # the absent organ's NaN Dice is left out
+    assert "| 1 | 0.900 | 0 | 1 (12.5 ml) |" in report.render_markdown(
+        "t", [], report._tables(s), [], report.Path("."))
+
+
 def test_inconsistent_or_incomplete_rows_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="different metadata"):
         report.summarize(ROWS + [_row("a", "spleen", "PSMA", "X", 1.0, True, 0.5)])

@@ -58,3 +58,22 @@ def test_position_ranges_limit_each_organ():
     ranges = {str(LIVER): [pos[0, 0, 0].tolist(), pos[7, 11, 9].tolist()]}  # the low-x half
     labels = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(position_ranges=ranges))
     assert (labels[:8] == LIVER).all() and not labels[8:].any()
+
+
+def test_scan_shorter_than_a_patch_along_an_axis():
+    """A scan 5 voxels long under an 8-voxel patch: padded for the window, cut back after."""
+    x = _scan()[:, :, 2:7]
+    labels = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(nonzero_mask=True))
+    assert labels.shape == x.shape
+    np.testing.assert_array_equal(labels == LIVER, x > 0)
+
+
+def test_bed_and_large_empty_regions_stay_background():
+    """A small body in a wide field of view, the bed below it (no activity, and reconstruction
+    noise on it) and air around: no organ in the air, none on a noisy bed away from the body."""
+    x = np.zeros((40, 40, 12), np.float32)
+    x[15:25, 18:28, 2:10] = 1.0  # the body
+    x[8:32, 14:16, :] = np.random.default_rng(0).uniform(0, 0.01, (24, 2, 12))  # noisy bed
+    labels = segment(x, (6.0, 6.0, 6.0), _liver_everywhere, {}, _spec(nonzero_mask=True),
+                     largest_component=True)
+    np.testing.assert_array_equal(labels == LIVER, x == 1.0)

@@ -1,0 +1,84 @@
+"""The streamed sliding window (bounded memory): labels bitwise equal to the whole-volume
+program, progress, and the memory budget."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from petseg_jax import resources
+from petseg_jax.data import position
+from petseg_jax.inference.sliding_window import (sliding_window, sliding_window_labels,
+                                                 window_rows, window_starts)
+from petseg_jax.models.unet import build_model
+
+CLASSES = 5
+LUT = np.array([0, 2, 1, 3, 4])
+PATCH = (8, 8, 8)
+SPACING = (2.0, 3.0, 2.5)
+_model = build_model({"n_stages": 2, "base_features": 4, "max_features": 8}, 4, CLASSES,
+                     nnx.Rngs(0))
+_model.eval()
+GRAPH, STATE = nnx.split(_model)
+
+
+@jax.jit
+def unet(state, x):
+    return nnx.merge(GRAPH, state)(x)
+
+
+@pytest.mark.parametrize("shape,mirror,batch", [
+    ((10, 9, 21), (), 3),       # streamed along Z (the slab axis is not MONAI's slowest axis)
+    ((6, 12, 9), (0, 2), 2),    # padded along X, streamed along Y, mirrored with a L/R table
+    ((17, 8, 8), (0,), 4),      # streamed along X: MONAI's own window order
+])
+def test_labels_bitwise_equal_to_the_whole_volume_program(shape, mirror, batch):
+    pet = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    whole = sliding_window(position.network_input(pet, SPACING, True), unet, PATCH,
+                           batch_size=batch, mirror_axes=mirror, mirror_lut=LUT,
+                           output="labels", params=STATE, position_channels=True)
+    seen = []
+    streamed = sliding_window_labels(pet[..., None], unet, PATCH, batch_size=batch,
+                                     mirror_axes=mirror, mirror_lut=LUT, params=STATE,
+                                     position_spacing=SPACING,
+                                     progress=lambda done, total: seen.append((done, total)))
+    assert streamed.dtype == np.uint8 and streamed.shape == shape
+    np.testing.assert_array_equal(streamed, np.asarray(whole))
+    assert len(np.unique(streamed)) > 1  # a non-trivial map
+    _, _, weights = window_rows([max(s, 8) for s in shape], PATCH, (0.5,) * 3, batch,
+                                int(np.argmax([max(s, 8) for s in shape])))
+    total = int(np.count_nonzero(weights))
+    assert [t for _, t in seen] == [total] * len(seen) and seen[-1][0] == total
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_window_rows_hold_every_window_once_in_row_order():
+    rows, starts, weights = window_rows((20, 9, 13), (6, 8, 5), (0.5, 0.5, 0.5), 4, axis=2)
+    assert rows.tolist() == [0, 2, 4, 6, 8]
+    assert np.all(starts[..., 2] == rows[:, None, None])  # a row holds one start along Z
+    real = starts[weights > 0]
+    monai = window_starts((20, 9, 13), (6, 8, 5), (0.5, 0.5, 0.5))
+    assert sorted(map(tuple, real.tolist())) == sorted(map(tuple, monai.tolist()))
+    # within a row, MONAI's order of the other axes (X slowest)
+    row = real[real[:, 2] == 4]
+    np.testing.assert_array_equal(row, monai[monai[:, 2] == 4])
+
+
+def test_a_band_that_cannot_fit_names_the_memory_needed():
+    # 10^5 x 10^5 voxels per plane: even one band of scores is far beyond any machine. The
+    # volume is a zero-stride view, so the test itself allocates nothing.
+    huge = np.broadcast_to(np.float32(1.0), (100_000, 100_000, 50_000, 1))
+    with pytest.raises(resources.MemoryBudgetError,
+                       match=r"needs \d+\.\d\d GiB of memory but only [\d.]+ GiB is available"):
+        sliding_window_labels(huge, unet, PATCH, params=STATE, position_spacing=SPACING)
+    small = np.ones((12, 8, 8, 1), np.float32)
+    with pytest.raises(resources.MemoryBudgetError,
+                       match=r"12x8x8 volume \(score band 8x8x8 x 5 classes in float32\) needs "
+                       r"[\d.]+ MiB"):
+        sliding_window_labels(small, unet, PATCH, params=STATE, position_spacing=SPACING,
+                              memory_budget=10_000)
+
+
+def test_available_memory_is_within_mem_available():
+    budget = resources.available_memory()
+    assert budget is not None and 0 < budget <= resources.mem_available()
