@@ -3,7 +3,10 @@
 * **Discovery.** Every file under a folder (recursively, whatever its name) whose bytes
   128-131 are the ``DICM`` preamble marker is a DICOM file; headers are read without pixel data
   and grouped by SeriesInstanceUID. PET series are those of PET Image Storage (or Modality
-  ``PT``); Enhanced (multi-frame) PET is recognised and refused with a clear error.
+  ``PT``) and of Enhanced or Legacy Converted Enhanced (multi-frame) PET, whose volume highdicom
+  builds; each frame then gets a header merged from the top level and its functional groups, so
+  the SUV code reads both kinds alike (a true Enhanced PET file carries its units as a real-world
+  value map, not Units (0054,1001): give ``--suv-factor`` for it).
 * **Values.** Each slice's own RescaleSlope and RescaleIntercept (``value = stored * slope +
   intercept``), float32.
 * **Geometry.** The array is indexed (i, j, k) = (column, row, slice). Slices are sorted along
@@ -125,12 +128,14 @@ def pet_series(folder: str | Path, uid: str | None = None) -> list[SeriesInfo]:
 class PetVolume:
     """A PET series as a volume: float32 ``image`` (i, j, k) = (column, row, slice) in the
     units of the header (after each slice's rescale), its RAS ``affine``, and the headers
-    (no pixel data) sorted like the slices."""
+    (no pixel data) sorted like the slices; for a multi-frame file, one header per slice
+    made of its top-level, shared and per-frame attributes (``multiframe`` is then true)."""
 
     info: SeriesInfo
     image: np.ndarray
     affine: np.ndarray
     headers: list[Dataset]
+    multiframe: bool = False
 
     @property
     def uid(self) -> str:
@@ -195,8 +200,7 @@ def _sorted_slices(datasets: list[tuple[Path, Dataset]], uid: str
 def read_pet(info: SeriesInfo) -> PetVolume:
     """Read one PET series (see the module docstring) into a :class:`PetVolume`."""
     if info.sop_class_uid in ENHANCED_PET_STORAGE:
-        raise DicomError(f"series {info.uid} is Enhanced (multi-frame) PET; only PET Image "
-                         "Storage (one slice per file) is read: convert it to single frames")
+        return _read_multiframe(info)
     datasets = []
     for path in info.files:
         try:
@@ -229,6 +233,64 @@ def read_pet(info: SeriesInfo) -> PetVolume:
     if not np.all(np.isfinite(image)):
         raise DicomError(f"series {info.uid}: non-finite voxel values after rescale")
     return PetVolume(info, image, LPS_TO_RAS @ lps, headers)
+
+
+_SWAP_IK = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+
+
+def _frame_headers(ds: Dataset) -> list[Dataset]:
+    """One single-frame-like header per frame: the top-level attributes (no pixel data or
+    functional groups) with the shared and that frame's functional groups' items merged in,
+    converted attributes of a legacy conversion included."""
+    top = [elem for elem in ds if elem.keyword not in (
+        "PixelData", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")]
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    headers = []
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        h = Dataset()  # a new element dict per frame (Dataset(ds) and .copy() share theirs)
+        for elem in top:
+            h.add(elem)
+        for groups in (shared, frame):
+            for macro in groups:
+                if macro.VR == "SQ" and len(macro.value):
+                    for elem in macro.value[0]:
+                        h[elem.tag] = elem
+        when = h.get("FrameAcquisitionDateTime") or h.get("AcquisitionDateTime")
+        if when and "AcquisitionTime" not in h:
+            h.AcquisitionDate, h.AcquisitionTime = str(when)[:8], str(when)[8:]
+        headers.append(h)
+    return headers
+
+
+def _read_multiframe(info: SeriesInfo) -> PetVolume:
+    """An Enhanced or Legacy Converted Enhanced PET file (highdicom builds the volume, with
+    each frame's own rescale); frames sorted along the normal like single-frame slices."""
+    import highdicom as hd
+
+    if len(info.files) != 1:
+        raise DicomError(f"series {info.uid}: {len(info.files)} multi-frame files; one expected")
+    path = info.files[0]
+    try:
+        image = hd.imread(path)
+        volume = image.get_volume(dtype=np.float32)
+    except Exception as e:  # highdicom raises several types for irregular frames
+        raise DicomError(f"{path}: multi-frame PET not readable as a volume "
+                         f"({type(e).__name__}: {e})") from None
+    data = np.asarray(volume.array, np.float32).transpose(2, 1, 0)
+    lps = np.asarray(volume.affine, float) @ _SWAP_IK
+    headers = _frame_headers(image)
+    normal = np.cross(lps[:3, 0], lps[:3, 1])
+    if lps[:3, 2] @ normal < 0:  # stack along the normal, as single-frame series are
+        data = data[:, :, ::-1]
+        lps = lps @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, data.shape[2] - 1],
+                              [0, 0, 0, 1]], float)
+    if len(headers) != data.shape[2]:
+        raise DicomError(f"series {info.uid}: {len(headers)} frames for {data.shape[2]} slices")
+    along = [_float_list(h, "ImagePositionPatient", 3, path) @ normal for h in headers]
+    headers = [headers[i] for i in np.argsort(along, kind="stable")]
+    if not np.all(np.isfinite(data)):
+        raise DicomError(f"series {info.uid}: non-finite voxel values after rescale")
+    return PetVolume(info, np.ascontiguousarray(data), LPS_TO_RAS @ lps, headers, True)
 
 
 def series_table(series: Sequence[SeriesInfo]) -> str:

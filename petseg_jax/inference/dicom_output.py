@@ -48,6 +48,9 @@ def _save_atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def _check_grid(labels: np.ndarray, volume: PetVolume) -> np.ndarray:
+    if volume.multiframe:
+        raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT are "
+                         "written for single-frame series only (use --output-type nifti)")
     labels = np.asarray(labels)
     if labels.shape != volume.image.shape:
         raise ValueError(f"labels of shape {labels.shape} are not on the series grid "

@@ -46,6 +46,9 @@ def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
     stages = stages or Stages()
     with stages("read"):
         volume = dicom.read_pet(info)
+        if options.dicom and volume.multiframe:
+            raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT "
+                             "are written for single-frame series only (use --output-type nifti)")
         calibration = from_headers(volume.headers, overrides, volume.uid)
         image = calibration.image_at_reference(volume.image)
         img = nifti_image(volume, image)

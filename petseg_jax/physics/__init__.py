@@ -5,5 +5,9 @@
   sensitivity profiles, scatter/randoms fractions and OSEM protocols;
 - :mod:`acquisition`: expected data (attenuation, normalisation, scatter, randoms), Poisson
   counts and binomial thinning;
-- :mod:`reconstruction`: OSEM with or without attenuation and scatter correction, post-filter.
+- :mod:`reconstruction`: OSEM (PSF modelled) with or without attenuation and scatter
+  correction, post-filter;
+- :mod:`simulation`: a scan from start to finish (acquire, draw, thin, reconstruct) and the
+  count level of an image from its own noise;
+- :mod:`attenuation`: 511 keV mu-maps from CT (HU) or from a body outline and organ labels.
 """

@@ -55,7 +55,7 @@ def two_process_run(store, tmp_path_factory):
          "--config.evaluation.split=val", "--config.evaluation.mip_cases=0",
          "--config.export.enabled=True"],
         cwd=REPO, env=_env(2, PETSEG_LOG_DIR=str(logs)), capture_output=True, text=True,
-        timeout=600)
+        timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
         p.read_text() for p in sorted(logs.glob("*.log")))
     return root, logs

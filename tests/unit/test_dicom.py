@@ -1,14 +1,19 @@
 """DICOM PET series: discovery by the DICM marker, per-slice rescale, geometry equal to the same
-data written as NIfTI (oblique and LPS-ordered grids), sorting, uneven spacing, several series."""
+data written as NIfTI (oblique and LPS-ordered grids), sorting, uneven spacing, several series,
+multi-frame (legacy converted enhanced) PET."""
 
 from __future__ import annotations
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from dicom_fixtures import oblique_affine, pet_like, write_pet_series
 
-from petseg_jax.data import dicom, nifti
+from petseg_jax.data import dicom, nifti, suv
+from petseg_jax.data.schema import DEFAULT_SCHEMA
+from petseg_jax.inference.dicom_output import write_seg
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +96,27 @@ def test_duplicate_slices_and_bad_folders(tmp_path):
                      extra={"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"})
     with pytest.raises(dicom.DicomError, match="no PET series"):
         dicom.pet_series(ct)
+
+
+def test_multiframe_pet_reads_like_its_single_frames(tmp_path):
+    """A Legacy Converted Enhanced PET file (highdicom's conversion of the synthetic series)."""
+    affine = oblique_affine()
+    write_pet_series(tmp_path / "single", pet_like(), affine, decay="NONE")
+    single = dicom.read_pet(dicom.list_series(tmp_path / "single")[0])
+    sources = [pydicom.dcmread(f) for f in dicom.list_series(tmp_path / "single")[0].files]
+    multi = hd.legacy.LegacyConvertedEnhancedPETImage(
+        sources, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    (tmp_path / "multi").mkdir()
+    multi.save_as(tmp_path / "multi" / "frames")
+    info = dicom.list_series(tmp_path / "multi")[0]
+    assert info.is_pet and len(info.files) == 1
+    volume = dicom.read_pet(info)
+    assert volume.multiframe and len(volume.headers) == volume.image.shape[2]
+    np.testing.assert_allclose(volume.image, single.image, rtol=1e-6)
+    np.testing.assert_allclose(volume.affine, single.affine, atol=1e-4)
+    # per-frame FrameReferenceTime (DecayCorrection NONE) and the series times read alike
+    assert suv.from_headers(volume.headers) == suv.from_headers(single.headers)
+    with pytest.raises(ValueError, match="multi-frame PET: DICOM-SEG and RTSTRUCT"):
+        write_seg(tmp_path / "seg.dcm", np.ones(volume.image.shape, np.uint8), volume,
+                  DEFAULT_SCHEMA)
