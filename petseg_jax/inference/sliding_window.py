@@ -278,8 +278,11 @@ def _compiled_volume(predict_fn: Callable, plan: _Plan, pads: tuple, pad_value: 
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_band(predict_fn: Callable, plan: _Plan) -> Callable:
-    """The jitted program adding one row of windows to the score band (donated)."""
+def _compiled_band(predict_fn: Callable, plan: _Plan, band: jax.ShapeDtypeStruct,
+                   slab: jax.ShapeDtypeStruct, n_batches: int, lut: jax.ShapeDtypeStruct | None,
+                   params_leaves: tuple, params_tree: Any) -> Any:
+    """The compiled program adding one row of windows to the score band (donated), for one
+    predictor, plan and set of shapes (compiled once, kept for later calls)."""
     step = _batch_step(predict_fn, plan)
 
     def run(band, slab, starts, weights, imp, lut, params):
@@ -288,7 +291,11 @@ def _compiled_band(predict_fn: Callable, plan: _Plan) -> Callable:
 
         return lax.fori_loop(0, starts.shape[0], body, band)
 
-    return jax.jit(run, donate_argnums=0)
+    batch = (n_batches, plan.batch_size)
+    return jax.jit(run, donate_argnums=0).lower(
+        band, slab, jax.ShapeDtypeStruct(batch + (3,), jnp.int32),
+        jax.ShapeDtypeStruct(batch, jnp.float32), jax.ShapeDtypeStruct(plan.patch, jnp.float32),
+        lut, jax.tree.unflatten(params_tree, params_leaves)).compile()
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2), donate_argnums=0)
@@ -450,8 +457,10 @@ def sliding_window_labels(
     imp = jnp.asarray(importance_map(patch, mode, sigma_scale))
     band = jax.ShapeDtypeStruct(band_shape + (k,), jnp.dtype(plan.accum_dtype))
     slab = jax.ShapeDtypeStruct(band_shape + (channels,), jnp.float32)
-    compiled = _compiled_band(predict_fn, plan).lower(band, slab, starts[0], weights[0], imp,
-                                                      lut, params).compile()
+    params_leaves, params_tree = jax.tree.flatten(jax.eval_shape(lambda p: p, params))
+    compiled = _compiled_band(predict_fn, plan, band, slab, starts.shape[1],
+                              None if lut is None else jax.ShapeDtypeStruct(lut.shape, lut.dtype),
+                              tuple(params_leaves), params_tree)
     stats = compiled.memory_analysis()
     resources.check_budget(needed + int(getattr(stats, "temp_size_in_bytes", 0) or 0), what,
                            memory_budget)

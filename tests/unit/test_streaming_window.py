@@ -52,6 +52,17 @@ def test_labels_bitwise_equal_to_the_whole_volume_program(shape, mirror, batch):
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_the_compiled_band_program_is_reused():
+    from petseg_jax.inference.sliding_window import _compiled_band
+
+    pet = np.zeros((9, 8, 12, 1), np.float32)
+    sliding_window_labels(pet, unet, PATCH, params=STATE, position_spacing=SPACING)
+    before = _compiled_band.cache_info()
+    sliding_window_labels(pet + 1, unet, PATCH, params=STATE, position_spacing=SPACING)
+    after = _compiled_band.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 1
+
+
 def test_window_rows_hold_every_window_once_in_row_order():
     rows, starts, weights = window_rows((20, 9, 13), (6, 8, 5), (0.5, 0.5, 0.5), 4, axis=2)
     assert rows.tolist() == [0, 2, 4, 6, 8]
