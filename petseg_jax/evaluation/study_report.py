@@ -260,6 +260,10 @@ def _ci(c: Mapping[str, Any] | None) -> str:
     return f"[{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _dose_header(doses: Sequence[str]) -> list[str]:
     return [f"DRF {d}" for d in doses] + ["all doses"]
 
@@ -281,7 +285,8 @@ def _multicenter_tables(p: Mapping[str, Any]) -> list[Table]:
     paper = list(PAPER_MULTICENTER.items())
     side = []
     for i in range(max(len(ours), len(paper))):
-        center, g = ours[i] if i < len(ours) else (f"– (we have {len(ours)} centers)", None)
+        center, g = ours[i] if i < len(ours) else (f"– (we have {_count(len(ours), 'center')})",
+                                                    None)
         inst, value = paper[i] if i < len(paper) else ("–", math.nan)
         side.append([center, _cell(g and g["all"]), _ci(g and g["all"]), _cell(g and g["fdg"]),
                      _ci(g and g["fdg"]), inst, report.fmt(value)])
@@ -432,9 +437,10 @@ def write_study(out: Path, plan: Mapping[str, Any], runs: Sequence[Mapping[str, 
         centers = list(summary["protocols"]["multicenter"]["groups"])
         intro.append(
             f"Multi-center: the paper has four institutions (FDG only); this study has "
-            f"{len(centers)} held-out centers ({', '.join(centers)}), whose test cases hold every "
-            "tracer of the data. The columns stand side by side, not matched: our center i is "
-            "not the paper's institution i. The FDG columns compare like with like.")
+            f"{_count(len(centers), 'held-out center')} ({', '.join(centers)}), whose test "
+            "cases hold every tracer of the data. The columns stand side by side, not matched: "
+            "our center i is not the paper's institution i. The FDG columns compare like with "
+            "like.")
     if "cross_tracer" in summary["protocols"]:
         intro.append(NOTE_TRACERS)
     tables = study_tables(summary)
