@@ -30,8 +30,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from petseg_jax.console import entry_point
 from petseg_jax.phantom.anatomy import ORGANS, TISSUE_CODE, TISSUES, Anatomy, Grid
-from petseg_jax.phantom.scanner import CENTERS, Center, gaussian_blur, simulate_scan
+from petseg_jax.phantom.scanner import CENTERS, Center, gaussian_blur, simulate_scans
 from petseg_jax.phantom.uptake import (
     COUNT_YIELD, INJECTED_MBQ_PER_KG, case_suv, positron_range_blur, suv_tables, textured_suv)
 from petseg_jax.data.raw_dataset import (
@@ -167,11 +168,25 @@ def generate_case(seed: int, tracer: str = "FDG", center: str = "center_a",
     """One synthetic case. The anatomy (hence the labels) depends only on ``seed``, the
     field of view and the grid spacing; uptake on ``tracer``; noise on the dose factor and
     AC/NAC as well."""
+    condition = (float(dose_reduction_factor), bool(attenuation_corrected))
+    return generate_conditions(seed, tracer, center, [condition], spacing_mm, schema, case_id,
+                               field_of_view)[condition]
+
+
+def generate_conditions(seed: int, tracer: str, center: str,
+                        conditions: Sequence[tuple[float, bool]],
+                        spacing_mm: float | Sequence[float] | None = None,
+                        schema: LabelSchema = DEFAULT_SCHEMA, case_id: str = "phantom",
+                        field_of_view: str = "total_body"
+                        ) -> dict[tuple[float, bool], PhantomCase]:
+    """One subject scanned once, imaged at several ``(dose_reduction_factor, AC)``
+    conditions (the scanner's low-dose twins of one acquisition, ``scanner.simulate_scans``);
+    a condition's image is the same whichever other conditions are asked for."""
     tracer = canonical_tracer(tracer)
     site = _center(center)
-    k = float(dose_reduction_factor)
-    if not k >= 1:
-        raise ValueError(f"dose_reduction_factor must be >= 1, got {dose_reduction_factor}")
+    conditions = [(float(k), bool(ac)) for k, ac in conditions]
+    if not conditions or not all(k >= 1 for k, _ in conditions):
+        raise ValueError(f"dose reduction factors must be >= 1 (one at least), got {conditions}")
     if spacing_mm is None:
         spacing = site.spacing
     else:
@@ -186,13 +201,11 @@ def generate_case(seed: int, tracer: str = "FDG", center: str = "center_a",
     injected_bq = float(INJECTED_MBQ_PER_KG[tracer] * anatomy.weight_kg * 1e6
                         * np.exp(0.1 * act_rng.standard_normal()))
     activity = suv_map * np.float32(injected_bq / (anatomy.weight_kg * 1000.0))  # 1 g/ml
-    noise_rng = np.random.default_rng([seed, 4, tag, int(round(k * 1000)),
-                                       int(attenuation_corrected)])
-    image = simulate_scan(activity, mu, spacing, site, k, attenuation_corrected,
-                          COUNT_YIELD[tracer], noise_rng, field_of_view=field_of_view)
-    meta = CaseMetadata(case_id, tracer, site.name, k, bool(attenuation_corrected), None,
-                        anatomy.weight_kg, round(injected_bq), "Bq/ml", field_of_view)
-    return PhantomCase(image, labels, grid.affine, meta)
+    images = simulate_scans(activity, mu, spacing, site, conditions, COUNT_YIELD[tracer],
+                            np.random.default_rng([seed, 4, tag]), field_of_view=field_of_view)
+    return {(k, ac): PhantomCase(images[(k, ac)], labels, grid.affine, CaseMetadata(
+        case_id, tracer, site.name, k, ac, None, anatomy.weight_kg, round(injected_bq), "Bq/ml",
+        field_of_view)) for k, ac in conditions}
 
 
 # ----------------------------------------------------------------------------- dataset plan
@@ -401,3 +414,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {len(plans)} cases to {args.out} ({counts})")
     return 0
 
+
+cli = entry_point(main)

@@ -20,10 +20,8 @@ SPACING = 6.0
 @pytest.fixture(scope="module")
 def cases():
     """FDG at three dose levels (AC) and full-dose NAC, same subject, 6 mm."""
-    out = {(k, True): phantom.generate_case(SEED, "FDG", "center_a", k, True, SPACING)
-           for k in (1, 10, 100)}
-    out[(1, False)] = phantom.generate_case(SEED, "FDG", "center_a", 1, False, SPACING)
-    return out
+    return phantom.generate_conditions(SEED, "FDG", "center_a",
+                                       [(1, True), (10, True), (100, True), (1, False)], SPACING)
 
 
 def world_centroid(labels, affine, organ):
@@ -169,6 +167,12 @@ def test_sides_in_world_coordinates(cases, totalseg_dir):
     real = totalseg_lut(DEFAULT_SCHEMA)[np.asarray(seg.dataobj)]
     real_x = {o: world_centroid(real, seg.affine, o)[0] for o in ("liver", "spleen")}
     assert real_x["liver"] > real_x["spleen"]
+
+
+def test_one_condition_alone_equals_its_twin(cases):
+    alone = phantom.generate_case(SEED, "FDG", "center_a", 10, True, SPACING)
+    np.testing.assert_array_equal(alone.image, cases[(10, True)].image)
+    assert alone.metadata == cases[(10, True)].metadata
 
 
 def test_labels_depend_only_on_subject(cases):
