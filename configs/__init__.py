@@ -1,0 +1,1 @@
+"""Shipped experiment configs: ``default`` (the schema of every config) and ``demo``."""

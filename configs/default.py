@@ -2,25 +2,25 @@
 
     python -m petseg_jax.train --config configs/default.py --workdir W \
         --config.data.raw_dir=/data/Dataset801_TBPET
+
+This file is the schema of every config: a run has exactly these keys (other config files
+change values, never add keys), each with the type given here. A misspelt key, in a config file
+or as ``--config.key=value``, is an error naming the nearest key below.
 """
 
 import ml_collections
-
-from petseg_jax.models.unet import MODEL_DEFAULTS
-from petseg_jax.training.augment import AUGMENT_DEFAULTS
-from petseg_jax.training.loss import LOSS_DEFAULTS
-from petseg_jax.training.optim import OPTIM_DEFAULTS
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.workdir = "runs/default"
+    config.seed = 0  # parameters, splits and the sample stream
+    config.workdir = "runs/default"  # run folder: checkpoints, model.json, eval/, export/
     config.plan = ""  # path of a plan.json from `python -m petseg_jax.plan` (overrides sizes)
     config.total_steps = 250_000  # nnU-Net: 1000 epochs x 250 iterations
     config.steps_per_job = 0  # >0: stop after this many steps (time-limited jobs; resume later)
-    config.log_every = 50
-    config.eval_every = 5_000
+    config.log_every = 50  # steps between training-metric lines
+    config.eval_every = 5_000  # steps between validations (and checkpoints)
     config.checkpoint_every = 0  # 0: checkpoint at each evaluation and at the end
     config.checkpoint_keep = 3  # the last N, plus the best by validation Dice
 
@@ -31,69 +31,124 @@ def get_config() -> ml_collections.ConfigDict:
     data.image_dtype = "float32"  # float16 halves the store; only for data in kBq/ml or SUV
     data.phantom = ml_collections.ConfigDict()
     data.phantom.enabled = False  # generate a phantom raw set when neither raw nor store exist
-    data.phantom.cases = 0
-    data.phantom.seed = 0
-    data.phantom.spacing = 2.0
-    data.phantom.test_fraction = 0.2
+    data.phantom.cases = 0  # phantom subjects (each scanned with several tracers/doses)
+    data.phantom.seed = 0  # phantom generator seed
+    data.phantom.spacing = 2.0  # phantom voxel size (mm)
+    data.phantom.test_fraction = 0.2  # subjects whose scans go to the metadata test split
     data.split = ml_collections.ConfigDict()
     data.split.protocol = "metadata"  # metadata | random | leave_one_center_out | cross_tracer
     data.split.seed = 0  # random and validation draws (not config.seed: all seeds share the data)
-    data.split.val_fraction = 0.1
-    data.split.test_fraction = 0.2
+    data.split.val_fraction = 0.1  # of the non-test subjects
+    data.split.test_fraction = 0.2  # random protocol
     data.split.test_center = ""  # leave_one_center_out: this center is the test set
     data.split.train_tracers = ("FDG",)  # cross_tracer: train on these, test on the rest
-    data.patch_size = (128, 128, 128)
+    data.patch_size = (128, 128, 128)  # training patch (voxels); a multiple of the strides
     data.batch_size = 2  # global batch (all devices, all processes)
-    data.foreground_fraction = 1 / 3
+    data.foreground_fraction = 1 / 3  # patches centred on a class voxel (nnU-Net: a third)
     data.position_channels = False  # 3 extra input channels: each voxel's place in the scan
-    data.workers = 4
-    data.worker_buffer = 2
-    data.device_prefetch = 2
+    data.workers = 4  # grain worker processes building batches (0: in the training process)
+    data.worker_buffer = 2  # batches each worker keeps ready
+    data.read_threads = 1  # read-ahead threads inside each process that builds batches
+    data.read_buffer = 2  # batches of read-ahead per process
+    data.cache_mb = 0  # TensorStore chunk cache per process (0: none, for data >> memory)
+    data.device_prefetch = 2  # batches placed on the devices ahead of the step
     data.val_cases = 8  # validation cases evaluated (sliding window) at each evaluation
     data.normalization = ml_collections.ConfigDict()
     data.normalization.mode = "suv"  # suv | case
     data.normalization.transform = "log1p"  # log1p | clip
-    data.normalization.clip_percentile = 99.5
+    data.normalization.clip_percentile = 99.5  # clip: upper percentile of the case (case mode)
+    data.normalization.case_reference = 10.0  # case mode: the percentile maps to this value
+    data.normalization.scale = 1.0  # the transformed image is divided by this
     data.dose_augmentation = ml_collections.ConfigDict()
-    data.dose_augmentation.prob = 0.5
-    data.dose_augmentation.min_factor = 1.0
+    data.dose_augmentation.prob = 0.5  # per patch: re-simulate at a lower dose
+    data.dose_augmentation.min_factor = 1.0  # dose reduction factor range
     data.dose_augmentation.max_factor = 100.0
     data.dose_augmentation.distribution = "loguniform"  # loguniform | uniform | choice
+    data.dose_augmentation.choices = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)  # for "choice"
+    data.dose_augmentation.exact_below = 2.0  # factors below this: exact Poisson thinning
 
-    # Model, loss, optimizer and augmentation start from their modules' documented defaults
-    # (nnU-Net's values); the lines below are what this config changes.
-    config.model = model = ml_collections.ConfigDict(MODEL_DEFAULTS)
-    model.name = "unet"  # unet | resenc
-    model.n_stages = 6
-    model.base_features = 32
+    # Model (petseg_jax/models/unet.py documents each key).
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "unet"  # unet (nnU-Net PlainConvUNet) | resenc (residual encoder)
+    model.n_stages = 6  # resolution levels, bottleneck included
+    model.base_features = 32  # stage s has min(base * 2**s, max) features
     model.max_features = 320
+    model.blocks_per_stage = 2  # int or one per stage (resenc M: (1, 3, 4, 6, 6, 6))
+    model.decoder_blocks = 2  # int or one per decoder stage, deepest first
+    model.strides = ()  # (): stage 0 stride 1, then 2 per axis; else one int/3 ints per stage
+    model.kernel_size = 3
+    model.deep_supervision = True  # one loss per decoder stage
     model.dtype = "bfloat16"  # compute dtype; parameters are float32, logits float32
+    model.conv_impl = "auto"  # auto | xla | fold (petseg_jax/models/conv.py)
 
-    config.loss = loss = ml_collections.ConfigDict(LOSS_DEFAULTS)
-    loss.batch_dice = True
+    # Loss: Dice + cross-entropy (nnU-Net's DC_and_CE_loss).
+    config.loss = loss = ml_collections.ConfigDict()
+    loss.batch_dice = True  # Dice sums over the whole batch (nnU-Net's batch Dice)
+    loss.smooth = 1e-5
+    loss.do_bg = False  # background in the Dice term
+    loss.ignore_label = placeholder(int)  # None, or a label whose voxels count in neither term
+    loss.weight_ce = 1.0
+    loss.weight_dice = 1.0
+    loss.ds_drop_lowest = True  # deep supervision: the lowest-resolution head gets weight 0
 
-    config.optim = ml_collections.ConfigDict(OPTIM_DEFAULTS)  # sgd: Nesterov + poly (nnU-Net)
+    # Optimizer: sgd (nnU-Net: Nesterov + poly decay) or adamw (warm-up + cosine).
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.name = "sgd"
+    optim.lr = 0.01  # peak learning rate
+    optim.weight_decay = 3e-5  # sgd: L2 added to the gradients; adamw: decoupled
+    optim.momentum = 0.99  # sgd
+    optim.nesterov = True  # sgd
+    optim.poly_exponent = 0.9  # sgd: lr * (1 - step / total_steps) ** poly_exponent
+    optim.warmup_steps = 0  # linear warm-up from 0
+    optim.end_lr_ratio = 0.0  # adamw: the cosine ends at lr * end_lr_ratio
+    optim.b1 = 0.9  # adamw moments
+    optim.b2 = 0.999
+    optim.eps = 1e-8
+    optim.grad_clip = 12.0  # global-norm clipping of the raw gradients; 0 disables
 
-    config.augment = ml_collections.ConfigDict(AUGMENT_DEFAULTS)
+    # On-device augmentation (nnU-Net v2's values; petseg_jax/training/augment.py). p_*: the
+    # per-sample probability of an op; ranges are (low, high).
+    config.augment = aug = ml_collections.ConfigDict()
+    aug.p_rotation = 0.2
+    aug.rotation_deg = 30.0  # about each axis, U(-deg, deg)
+    aug.p_scale = 0.2
+    aug.scale_range = (0.7, 1.4)  # isotropic zoom (> 1 enlarges)
+    aug.p_noise = 0.1
+    aug.noise_variance = (0.0, 0.1)
+    aug.p_blur = 0.2
+    aug.blur_sigma = (0.5, 1.0)  # voxels
+    aug.p_brightness = 0.15
+    aug.brightness_range = (0.75, 1.25)
+    aug.p_contrast = 0.15
+    aug.contrast_range = (0.75, 1.25)
+    aug.p_lowres = 0.25
+    aug.lowres_zoom = (0.5, 1.0)
+    aug.p_gamma_invert = 0.1
+    aug.p_gamma = 0.3
+    aug.gamma_range = (0.7, 1.5)
+    aug.p_mirror = (0.5, 0.0, 0.0)  # per axis (X is right-left: paired labels swap)
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # -1: all devices
-    mesh.model = 1
+    mesh.model = 1  # model-parallel axis size
     mesh.fsdp = False  # shard parameters and optimizer state over the data axis
 
+    # Evaluation and the post-processing a trained model carries into prediction.
     config.evaluation = ev = ml_collections.ConfigDict()
-    ev.split = "test"
-    ev.overlap = 0.5
-    ev.mirror = False
+    ev.split = "test"  # split evaluated by the closing stage of training ("" = none)
+    ev.overlap = 0.5  # sliding-window overlap (fraction of the patch)
+    ev.mirror = False  # test-time left/right mirroring (2 passes per window)
+    # Keep the largest component of each organ that is one component in every training case.
     ev.largest_component = False
     ev.nonzero_mask = True  # no organ where the scan has no signal (nnU-Net's nonzero mask)
     # >0: no organ farther than this (mm) from where it lay in the training cases (positions
     # from the scan centre; for fields of view centred on the body, like the position channels)
     ev.position_prior_mm = 0.0
-    ev.batch_size = 2
-    ev.mip_cases = 4
+    ev.batch_size = 2  # sliding-window patches per forward pass
+    ev.mip_cases = 4  # cases with a maximum-intensity-projection figure in the report
+    ev.nsd_tolerance_mm = 2.0  # normalized surface Dice tolerance
 
     config.export = ex = ml_collections.ConfigDict()
     ex.enabled = False  # export the best checkpoint at the end of training
-    ex.platforms = ("cpu", "cuda")
+    ex.platforms = ("cpu", "cuda")  # StableHLO lowered for these platforms
     return config

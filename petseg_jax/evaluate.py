@@ -1,10 +1,11 @@
 """Evaluate a trained model the way the paper does: Dice per organ, tracer, center, dose, AC/NAC.
 
     python -m petseg_jax.evaluate --workdir W [--store S] [--split test] [--step N]
-                                  [--dose-sweep 1,4,10,20,50,100] [--mirror] [--largest-component]
+                                  [--dose-sweep 1,4,10,20,50,100]
 
 Uses the best checkpoint (by validation Dice) unless ``--step`` is given, predicts every case of
-the split by sliding window on the store's grid (RAS, the training spacing), and writes
+the split recorded in ``W/model.json`` by sliding window on the store's grid (RAS, the training
+spacing) with the post-processing the model records (what ``predict`` applies), and writes
 ``W/eval/``: ``cases.csv``, ``summary.json``, ``report.md``, ``report.html`` and figures.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from petseg_jax.console import setup_logging
+from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.evaluation import report
 from petseg_jax.evaluation.evaluate import run
 
@@ -27,21 +28,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--step", type=int, help="checkpoint step (default: best)")
     parser.add_argument("--dose-sweep", default="",
                         help="comma-separated dose reduction factors, e.g. 1,4,10,20,50,100")
-    parser.add_argument("--mirror", action="store_true", help="left/right-aware test-time mirroring")
-    parser.add_argument("--largest-component", action="store_true",
-                        help="keep only the largest connected component of each organ that is "
-                        "one component in every training case")
     parser.add_argument("--mip-cases", type=int, default=4)
     args = parser.parse_args(argv)
     setup_logging()
     sweep = [float(f) for f in args.dose_sweep.split(",") if f.strip()]
     if any(f < 1 for f in sweep):
         parser.error("--dose-sweep factors must be >= 1")
-    summary = run(args.workdir, args.store, args.split, args.step, sweep, args.mirror,
-                  args.largest_component, args.mip_cases)
+    summary = run(args.workdir, args.store, args.split, args.step, sweep, args.mip_cases)
     print(report.format_summary(summary))
     return summary
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     main()

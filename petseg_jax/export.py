@@ -19,6 +19,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from petseg_jax.console import entry_point
 from petseg_jax.training.export import DTYPES, export_workdir
 
 
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     print(out)
     return out
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     main()

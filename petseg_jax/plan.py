@@ -19,15 +19,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from petseg_jax.configuration import ConfigError, load_config, split_overrides
-from petseg_jax.console import setup_logging
+from petseg_jax.configuration import ConfigError, load_config
+from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.data import store as store_lib
 from petseg_jax.planning import PlanError
 from petseg_jax.planning.plan import PLAN_FILE, make_plan
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m petseg_jax.plan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", required=True, help="preprocessed store (manifest.json)")
@@ -45,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "a GPU budget offline); local: this machine's devices")
     parser.add_argument("--max-compiles", type=int, default=None,
                         help="most candidates to compile (default: 8)")
-    args = parser.parse_args(rest)
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
     try:
         config = load_config(args.config, overrides)
@@ -68,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"on {plan['platform']}")
     return 0
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,14 +8,19 @@
         [--output-type nifti dicom_seg dicom_rtstruct] [--stats organs.csv] [--preview]
     python -m petseg_jax.predict -i DICOM_DIR --list-series
 
-``PATH`` is an export folder (it has ``meta.json``: served with jax/numpy/nibabel only) or a
-training workdir (its best checkpoint, restored with flax). Any orientation, spacing and size
-in; the label map comes out with the input's shape and affine, as integers, with a
+``PATH`` is an export folder (it has ``meta.json``: served with jax/numpy/nibabel only), a
+training workdir (``model.json`` and its best checkpoint, restored with flax) or the name of a
+model installed with ``python -m petseg_jax.models install``. Everything about the prediction
+(spacing, normalization, mirroring, post-processing) is what the model records, so the labels are
+the ones ``evaluate`` scored. An input outside the model card (a ``--tracer`` the model never
+saw, a voxel spacing far from the training spacing) gets a warning. Any orientation, spacing and
+size in; the label map comes out with the input's shape and affine, as integers, with a
 ``labels.json`` sidecar (``<case>.labels.json`` beside ``<case>.nii.gz``).
 
 NIfTI: a file, or every ``*.nii``/``*.nii.gz`` of a folder into ``OUT_DIR`` under the same name.
-Without an SUV factor (``--suv-factor``, or ``--weight-kg`` with ``--injected-mbq``) the network
-input is scaled per case and the stats are in the image's units.
+A model trained on SUV needs the SUV factor (``--suv-factor``, or ``--weight-kg`` with
+``--injected-mbq``); a model trained with per-case scaling takes the image as it is, and its
+stats are then in the image's units.
 
 DICOM: a folder searched recursively for DICOM files (by their DICM marker, any names); every
 PET series is predicted (``--series UID`` picks one) into ``OUT_DIR/<SeriesInstanceUID>/``
@@ -41,8 +46,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from petseg_jax.data import dicom
+from petseg_jax.console import entry_point
+from petseg_jax.data import dicom, nifti
 from petseg_jax.data import suv
+from petseg_jax.inference import installed
 from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, STATS_COLUMNS, Predictor,
                                                  case_name)
 from petseg_jax.inference.outputs import OUTPUT_TYPES, OutputOptions
@@ -52,8 +59,22 @@ from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.resources import Stages, write_json_atomic
 
 
+def model_folder(model: str) -> Path:
+    """``model`` as a folder: a path, else the name of an installed model
+    (``python -m petseg_jax.models install``; location: :func:`installed.models_dir`)."""
+    path = Path(model)
+    if path.exists():
+        return path
+    found = installed.find_installed(model) if "/" not in model else None
+    if found is None:
+        raise FileNotFoundError(f"--model {model}: no such folder, and no model of that name is "
+                                f"installed in {installed.models_dir()}")
+    return found
+
+
 def load_predictor(path: str | Path, step: int | None = None) -> Predictor:
-    """An export folder (served without flax) or a training workdir's checkpoint."""
+    """An export folder (served without flax) or a training workdir (``model.json`` and a
+    checkpoint's parameters)."""
     path = Path(path)
     if (path / META_FILE).exists():
         from petseg_jax.inference.serving import ServedModel
@@ -72,6 +93,12 @@ def progress_bar(bar: tqdm) -> Progress:
         bar.update(done - bar.n)
 
     return progress
+
+
+def input_warnings(spec: dict, path: Path, tracer: str | None) -> list[str]:
+    """The model card's warnings for the NIfTI input ``path`` (its header only)."""
+    spacing = [float(s) for s in nifti.voxel_spacing(nifti.load_header(path).affine)]
+    return installed.card_warnings(spec["training_data"], spec["spacing"], spacing, tracer)
 
 
 def nifti_files(inp: Path) -> list[Path]:
@@ -101,7 +128,7 @@ def is_dicom_input(inp: Path) -> bool:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m petseg_jax.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="export folder or training workdir")
+    parser.add_argument("--model", help="export folder, training workdir or installed model name")
     parser.add_argument("--step", type=int, help="checkpoint step of a workdir (default: best)")
     parser.add_argument("-i", "--input", required=True, type=Path,
                         help="NIfTI file, folder of NIfTIs, or folder of DICOM files")
@@ -118,11 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="coronal + sagittal preview with the organs (a PNG path for a "
                         "single NIfTI; preview.png / <case>.preview.png otherwise)")
     suv.add_arguments(parser)
-    parser.add_argument("--mirror", action="store_true",
-                        help="test-time left/right mirroring (2 passes per window)")
-    parser.add_argument("--largest-component", action="store_true",
-                        help="keep only the largest connected component of each organ that is one "
-                        "component in every training case (the model's spec lists them)")
+    parser.add_argument("--tracer", help="the scan's tracer (warns when the model never saw it)")
     parser.add_argument("--profile", type=Path, metavar="PATH.json",
                         help="write peak memory and seconds per stage to this JSON file")
     parser.add_argument("--device", choices=DEVICES,
@@ -143,7 +166,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
           ) -> list[tuple[str, Callable[[Progress, Stages], list[dict]]]]:
     """(name, run(progress, stages)) per case of the input."""
-    kw = {"mirror": args.mirror, "largest_component": args.largest_component}
     if is_dicom_input(args.input):
         from petseg_jax.inference.dicom_pipeline import predict_series
 
@@ -155,7 +177,7 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
                                      "is a file")
         return [(s.uid, lambda progress, stages, s=s: predict_series(
             predictor, s, args.output, args.overrides, options, progress=progress,
-            stages=stages, **kw))
+            stages=stages))
                 for s in dicom.pet_series(args.input, args.series)]
     if args.series is not None:
         raise ValueError("--series selects a DICOM series; -i is not a DICOM folder")
@@ -174,10 +196,15 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
             return Path(args.preview)
         return dst.with_name(f"{case_name(dst)}.preview.png")
 
-    return [(src.name, lambda progress, stages, src=src, dst=dst: predictor.predict_nifti(
-        src, dst, calibration=calibration, options=options, preview=preview(src, dst),
-        progress=progress, stages=stages, **kw))
-        for src, dst in pairs]
+    def run(src: Path, dst: Path, progress: Progress, stages: Stages) -> list[dict]:
+        for warning in input_warnings(predictor.spec, src, args.tracer):
+            tqdm.write(f"warning: {src.name}: {warning}", file=sys.stderr)
+        return predictor.predict_nifti(src, dst, calibration=calibration, options=options,
+                                       preview=preview(src, dst), progress=progress,
+                                       stages=stages)
+
+    return [(src.name, lambda progress, stages, src=src, dst=dst: run(src, dst, progress, stages))
+            for src, dst in pairs]
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
@@ -191,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         enable_compile_cache(args.compile_cache)
         options = OutputOptions(tuple(args.output_type), args.per_organ,
                                 args.preview is not None)
-        predictor = load_predictor(args.model, args.step)
+        predictor = load_predictor(model_folder(args.model), args.step)
         jobs = _jobs(args, predictor, options)
     except (OSError, ValueError) as err:  # DicomError, SuvError and NiftiError included
         raise SystemExit(f"error: {err}") from None
@@ -213,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         raise SystemExit(f"error: {failed} of {len(jobs)} case(s) failed")
     return rows
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from petseg_jax.console import entry_point
 from petseg_jax import metrics
 from petseg_jax.data import dicom, nifti, suv
 from petseg_jax.data.labels_from_totalseg import transfer_labels
@@ -102,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
           file=sys.stderr)
     return rows
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     main()

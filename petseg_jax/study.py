@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from petseg_jax.configuration import split_overrides
-from petseg_jax.console import setup_logging
+from petseg_jax.configuration import ConfigError, override_pairs
+from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.evaluation import study
 from petseg_jax.evaluation.study_report import StudyError, format_study
 
@@ -34,7 +34,6 @@ def _names(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:
-    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m petseg_jax.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -50,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
                         help="comma-separated held-out centers (default: every center)")
     parser.add_argument("--plan-only", action="store_true",
                         help="ingest, check and write OUT/study_plan.json; train nothing")
-    args = parser.parse_args(rest)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides = override_pairs(rest)
+    except ConfigError as err:
+        parser.error(str(err))
     if overrides and not args.config:
         parser.error("--config.key=value overrides need --config")
     if args.config and not args.out:
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     print(f"study written to {out / 'study.md'} and {out / 'study.html'}")
     return summary
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     main()

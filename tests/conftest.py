@@ -22,3 +22,11 @@ def totalseg_dir() -> Path:
     if not SHARED.exists():
         pytest.skip(f"shared TotalSegmentator examples not found at {SHARED}")
     return SHARED
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/integration is marked ``integration`` (``-m "not integration"``
+    runs the unit tests alone)."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)

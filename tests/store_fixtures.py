@@ -11,7 +11,7 @@ Import from any test (``tests/`` is on ``sys.path`` through its conftest)::
 Cases ``case_000 ..``: 40x32x48 voxels at 4 mm, float32 kBq/ml, a body cylinder holding one
 ellipsoid per class (the first two classes a few voxels only), Poisson noise; even cases have SUV
 metadata, odd ones ``suv_factor: null``; the last case has ``split: "val"``; manifest with
-``class_voxels``, ``class_locations`` and ``intensity`` filled.
+``class_voxels``, ``class_locations``, ``class_components`` and ``intensity`` filled.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from petseg_jax.console import entry_point
+
 # Registration points: benchmark name -> module with ``main(argv: list[str]) -> int``.
 SUBCOMMANDS = {
     "train": "petseg_jax.bench.train",  # train step: steps/s, FLOPs, MFU (performance issue)
@@ -38,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return int(module.main(rest) or 0)
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     sys.exit(main())

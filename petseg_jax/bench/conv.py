@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\n".join(bench_layers(args.layers.split(","), impls, args.repeats)))
     if args.unet:
         cfg = {"n_stages": args.n_stages, "base_features": args.base_features,
-               "max_features": args.max_features}
+               "max_features": args.max_features, "dtype": "float32"}
         print(f"U-Net {cfg}, batch {args.batch}, patch {args.patch}, {args.classes} classes")
         print("\n".join(bench_unet(cfg, args.patch, args.batch, args.classes, impls,
                                    args.repeats)))

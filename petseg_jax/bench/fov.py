@@ -55,7 +55,6 @@ def main(argv: Sequence[str]) -> int:
     args = ap.parse_args(argv)
 
     from petseg_jax.data import store as store_lib
-    from petseg_jax.data.splits import make_splits
     from petseg_jax.evaluation.evaluate import CasePredictor
     from petseg_jax.phantom.anatomy import Anatomy
     from petseg_jax.phantom.generate import MARKER, subject_seed
@@ -65,15 +64,14 @@ def main(argv: Sequence[str]) -> int:
     cli = marker.get("argv", [])
     seed = int(cli[cli.index("--seed") + 1]) if "--seed" in cli else 0
     trained = load_trained(args.workdir)
-    store = args.store or Path(trained.config.data.store)
+    store = args.store or Path(trained.spec["store"])
     manifest = store_lib.read_manifest(store)
     cases = manifest["cases"]
-    chosen = [c for c in make_splits(cases, trained.config.data.split)[args.split]
+    chosen = [c for c in trained.spec["splits"][args.split]
               if cases[c]["metadata"].get("field_of_view") == "total_body"]
     if not chosen:
         raise SystemExit(f"no total_body case in split {args.split!r} of {store}")
-    predictor = CasePredictor(trained, mirror=False,
-                              largest_component=bool(trained.config.evaluation.largest_component))
+    predictor = CasePredictor(trained)
     pairs = []
     for case_id in chosen:
         case = cases[case_id]

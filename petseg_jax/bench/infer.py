@@ -30,13 +30,11 @@ import numpy as np
 from petseg_jax.bench import common
 from petseg_jax.bench.train import (add_common_args, import_torch_reference, load_average,
                                     load_bench_config, time_alternating)
-from petseg_jax.configuration import split_overrides
 
 DEMO_WHOLE_BODY = (96, 48, 160)  # a whole body at 6 mm (X, Y, Z)
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
-    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m petseg_jax.bench infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -45,7 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[tup
     p.add_argument("--repeats", type=int, default=3, help="timed calls (after the compile)")
     p.add_argument("--overlap", type=float, help="window overlap (default: evaluation.overlap)")
     p.add_argument("--batch", type=int, help="windows per batch (default: evaluation.batch_size)")
-    args = p.parse_args(rest)
+    args, overrides = p.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.repeats < 1 or min(args.shape) < 1:
         p.error("--repeats and every --shape entry must be >= 1")
     if args.batch is not None and args.batch < 1:
@@ -106,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = statistics.median(times["jax"])
     result: dict[str, Any] = {
-        "bench": "infer", "config": args.config, "overrides": dict(overrides),
+        "bench": "infer", "config": args.config, "overrides": overrides,
         "platform": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind,
         "shape": args.shape, "patch": list(patch), "overlap": overlap, "batch": batch,
         "windows": n_windows, "dtype": config.model.dtype, "repeats": args.repeats,

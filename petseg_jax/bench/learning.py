@@ -4,10 +4,11 @@
         --eval-every 250 [--cases test-fdg | val | ID,ID,...] [--config.key=value ...]
 
 The tool for tuning a config to a time budget (the demo's 15 minutes on 2 CPU cores). It trains
-from scratch like ``petseg_jax.train`` (same store preparation, splits, step and input pipeline;
-no checkpoints, no closing stages) and every ``--eval-every`` steps predicts whole cases as the
-training's validation does (sliding window, then the ``evaluation.largest_component``
-post-processing when the config asks for it) and prints one JSON line: step, training seconds so far (compile included,
+from scratch with ``petseg_jax.train``'s set-up and loop (:func:`petseg_jax.training.run.prepare_run`,
+:class:`~petseg_jax.training.run.Loop`, NaN guard included; no checkpoints, no model record, no
+closing stages) and every ``--eval-every`` steps predicts whole cases as the
+training's validation does (sliding window and the post-processing of the run's model record)
+and prints one JSON line: step, training seconds so far (compile included,
 evaluations excluded), the step's loss, mean Dice and per-organ Dice. It stops at the first
 evaluation after ``--budget-s`` training seconds, or at ``total_steps`` (whose value still sets
 the learning-rate schedule). ``--cases test-fdg`` (default) is the demo's target set: the test
@@ -25,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from petseg_jax.bench import common
-from petseg_jax.configuration import load_config, split_overrides
+from petseg_jax.configuration import parse_args as parse_args_with_config
 
 
-def parse_args(argv: Sequence[str]):
-    rest, overrides = split_overrides(argv)
+def parse_args(argv: Sequence[str] | None):
     parser = argparse.ArgumentParser(prog="python -m petseg_jax.bench learning",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,10 +39,10 @@ def parse_args(argv: Sequence[str]):
     parser.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
     parser.add_argument("--cases", default="test-fdg",
                         help="test-fdg | val | comma-separated case ids")
-    args = parser.parse_args(rest)
+    args, config = parse_args_with_config(parser, argv)
     if args.budget_s <= 0 or args.eval_every < 1:
         parser.error("--budget-s must be > 0 and --eval-every >= 1")
-    return args, overrides
+    return args, config
 
 
 def select_cases(which: str, splits: Mapping[str, Sequence[str]],
@@ -65,43 +65,30 @@ def select_cases(which: str, splits: Mapping[str, Sequence[str]],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
-    config = load_config(args.config, overrides)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, config = parse_args(argv)
 
-    from petseg_jax.data import store as store_lib
-    from petseg_jax.training.device_feed import DevicePrefetcher
-    from petseg_jax.data.pipeline import make_train_iterator
-    from petseg_jax.phantom.prepare import ensure_store
-    from petseg_jax.data.splits import make_splits
-    from petseg_jax.training import mesh as mesh_lib
-    from petseg_jax.training.builder import build_training
+    from petseg_jax.training.run import Loop, prepare_run
     from petseg_jax.training.validation import Validator
 
-    ensure_store(config.data, config.seed)
-    store = Path(config.data.store)
-    manifest = store_lib.read_manifest(store)
-    schema = store_lib.manifest_schema(manifest)
-    splits = make_splits(manifest["cases"], config.data.split)
-    eval_cases = select_cases(args.cases, splits, manifest["cases"])
-    training = build_training(config, schema, mesh_lib.make_mesh(config.mesh))
+    run = prepare_run(config, write_record=False)
+    eval_cases = select_cases(args.cases, run.splits, run.manifest["cases"])
+    training = run.training
     state = training.init_state(config.seed)
-    iterator = make_train_iterator(
-        store, splits["train"], patch_size=tuple(config.data.patch_size),
-        local_batch_size=config.data.batch_size, seed=config.seed, data_cfg=config.data,
-        workers=config.data.workers)
-    feed = DevicePrefetcher(iterator, training.batch_sharding, size=config.data.device_prefetch)
-    validator = Validator(store, eval_cases, schema, config)
-    print(f"learning: {len(splits['train'])} training cases, evaluating {eval_cases}",
+    feed = run.feed()
+    loop = Loop(training, feed, config.data.batch_size)
+    validator = Validator(run.store, eval_cases, config.data, run.spec)
+    print(f"learning: {len(run.splits['train'])} training cases, evaluating {eval_cases}",
           flush=True)
 
     curve, step, train_s = [], 0, 0.0
     try:
         while step < config.total_steps and train_s <= args.budget_s:
             t0 = time.perf_counter()
-            for _ in range(min(args.eval_every, config.total_steps - step)):
-                state, metrics = training.train_step(state, next(feed))
-                step += 1
-            loss = float(metrics["loss"])  # waits for the last step
+            end = min(step + args.eval_every, config.total_steps)
+            state, metrics, _ = loop.run(state, step, end)
+            step = end
+            loss = float(metrics["loss"])
             train_s += time.perf_counter() - t0
             result = validator.run(training.model_def, state["params"])
             point = {"step": step, "train_s": round(train_s, 1), "loss": round(loss, 4),
@@ -111,12 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(point), flush=True)
     finally:
         feed.close()
+    overrides = [a for a in argv if a.startswith("--config.")]
     best = max(curve, key=lambda p: p["mean_dice"])
     common.report(
         "learning curve",
         [(f"step {p['step']:>6} at {p['train_s']:>7.1f} s", f"mean Dice {p['mean_dice']:.3f}")
          for p in curve],
-        {"bench": "learning", "config": args.config, "overrides": dict(overrides),
+        {"bench": "learning", "config": args.config, "overrides": overrides,
          "eval_cases": eval_cases, "total_steps": config.total_steps,
          "budget_s": args.budget_s, "final_dice": curve[-1]["mean_dice"],
          "best_dice": best["mean_dice"], "best_step": best["step"],

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from petseg_jax.bench import common
 from petseg_jax.bench.synthetic_store import write_synthetic_store
 from petseg_jax.data import store
-from petseg_jax.data.pipeline import DataConfig, make_train_iterator
+from petseg_jax.data.pipeline import data_config, make_train_iterator
 
 HASHED_BATCHES = 4
 RSS_SAMPLES = 10  # resident memory samples over the timed batches (rss_mb_trace)
@@ -37,10 +37,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=50, help="timed batches")
     p.add_argument("--warmup", type=int, default=4, help="untimed batches first")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dose-prob", type=float, default=DataConfig().dose_augmentation.prob,
-                   help="dose augmentation probability (default: the data config's)")
+    p.add_argument("--dose-prob", type=float, default=data_config().dose_augmentation.prob,
+                   help="dose augmentation probability (default: configs/default.py's)")
     p.add_argument("--cache-mb", type=int, default=0, help="TensorStore cache per process")
-    p.add_argument("--read-threads", type=int, default=DataConfig().read_threads)
+    p.add_argument("--read-threads", type=int, default=data_config().read_threads)
     p.add_argument("--synthetic-cases", type=int, default=0,
                    help="write a synthetic store of this many cases at --store if it is absent")
     p.add_argument("--synthetic-shape", nargs=3, type=int, default=[180, 180, 500])
@@ -57,14 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_synthetic_store(args.store, cases=args.synthetic_cases, shape=args.synthetic_shape,
                               image_dtype=args.synthetic_dtype, seed=args.seed, progress=True)
     manifest = store.read_manifest(args.store)
-    cfg = DataConfig.from_json({"dose_augmentation": {"prob": args.dose_prob},
-                                "cache_mb": args.cache_mb, "read_threads": args.read_threads})
+    cfg = data_config({"dose_augmentation": {"prob": args.dose_prob}, "cache_mb": args.cache_mb,
+                       "read_threads": args.read_threads, "patch_size": tuple(args.patch)})
     rss_before = common.tree_rss_mb()
     digest = hashlib.sha256()
     trace_every, rss_trace = max(1, args.batches // RSS_SAMPLES), []
     t0 = time.perf_counter()
-    with make_train_iterator(args.store, None, patch_size=args.patch,
-                             local_batch_size=args.batch, seed=args.seed, data_cfg=cfg,
+    with make_train_iterator(args.store, None, local_batch_size=args.batch, seed=args.seed, data_cfg=cfg,
                              workers=args.workers) as it:
         for i in range(args.warmup + args.batches):
             if i == args.warmup:

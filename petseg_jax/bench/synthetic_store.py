@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from petseg_jax.data import store
+from petseg_jax.data.ingest import component_counts
 from petseg_jax.data.normalization import intensity_stats
 from petseg_jax.data.schema import DEFAULT_SCHEMA, LabelSchema
 
@@ -76,7 +77,8 @@ def _case_entry(image: np.ndarray, label: np.ndarray, spacing: Sequence[float],
             "affine": np.diag(list(map(float, spacing)) + [1.0]).tolist(),
             "metadata": metadata, "suv_factor": suv_factor,
             "class_voxels": {str(int(c)): int(n) for c, n in zip(ids, counts)},
-            "class_locations": locations, "intensity": intensity_stats(image)}
+            "class_locations": locations, "class_components": component_counts(label),
+            "intensity": intensity_stats(image)}
 
 
 def write_synthetic_store(out: str | Path, *, cases: int, shape: Sequence[int], seed: int = 0,

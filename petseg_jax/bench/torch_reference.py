@@ -22,7 +22,7 @@ from torch import nn
 
 from petseg_jax.models.unet import NEGATIVE_SLOPE, NORM_EPS, model_config
 from petseg_jax.training.loss import deep_supervision_weights, loss_config
-from petseg_jax.training.optim import OPTIM_DEFAULTS
+from petseg_jax.training.optim import optim_config
 
 
 class ConvNormAct(nn.Sequential):
@@ -132,7 +132,7 @@ def segmentation_loss(outputs: torch.Tensor | list[torch.Tensor], label: torch.T
 
 def make_train_step(net: TorchUNet, config):
     """``step(image NCXYZ float32, label NXYZ int64) -> loss``: forward, loss, backward, update."""
-    opt_cfg = {**OPTIM_DEFAULTS, **dict(config.optim)}
+    opt_cfg = optim_config(config.optim)
     if opt_cfg["name"] == "adamw":
         opt = torch.optim.AdamW(net.parameters(), lr=opt_cfg["lr"], weight_decay=opt_cfg[
             "weight_decay"], betas=(opt_cfg["b1"], opt_cfg["b2"]), eps=opt_cfg["eps"])

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from petseg_jax.bench import common
-from petseg_jax.configuration import load_config, split_overrides
+from petseg_jax.configuration import load_config
 
 # Dense bf16 tensor-core peak per device, TFLOP/s (NVIDIA data sheets: SXM parts).
 PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0}
@@ -69,8 +69,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="also time the same network in PyTorch, alternating; JSON 'ratio'")
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
-    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m petseg_jax.bench train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -87,7 +86,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[tup
     p.add_argument("--memory-fraction", type=float, default=0.9)
     p.add_argument("--augment", action="store_true",
                    help="keep the config's augmentation in the step (PyTorch has none)")
-    args = p.parse_args(rest)
+    args, overrides = p.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
@@ -112,8 +111,9 @@ def import_torch_reference():
     return torch_reference
 
 
-def load_bench_config(path: str, overrides: Sequence[tuple[str, str]], augment: bool = True):
-    """The config with overrides; every augmentation probability 0 unless ``augment``."""
+def load_bench_config(path: str, overrides: Sequence[str], augment: bool = True):
+    """The config with ``--config.key=value`` overrides; every augmentation probability 0
+    unless ``augment``."""
     config = load_config(path, overrides)
     if not augment:
         for key, value in config.augment.items():
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps_per_s = 1.0 / statistics.median(times["jax"])
     flops = mem["flops_per_step"]
     result: dict[str, Any] = {
-        "bench": "train", "config": args.config, "overrides": dict(overrides),
+        "bench": "train", "config": args.config, "overrides": overrides,
         "platform": device.platform, "device_kind": device.device_kind,
         "devices": jax.device_count(), "patch": list(config.data.patch_size),
         "global_batch": config.data.batch_size, "dtype": config.model.dtype,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from petseg_jax.data.jsonconfig import JsonConfig
+from petseg_jax.configuration import section
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice")
 _MAD_TO_SIGMA = 1.4826
@@ -41,21 +41,25 @@ _CHUNK = 1 << 17  # voxels simulated at a time
 
 
 @dataclasses.dataclass(frozen=True)
-class DoseConfig(JsonConfig):
+class DoseConfig:
     """Dose augmentation: with probability ``prob``, re-simulate at a target reduction factor.
 
     ``distribution``: ``"loguniform"`` or ``"uniform"`` between ``min_factor`` and
-    ``max_factor``, or ``"choice"`` (uniform over ``choices``).
+    ``max_factor``, or ``"choice"`` (uniform over ``choices``). The values come from the
+    ``data.dose_augmentation`` config section: :meth:`from_config`.
     """
 
-    _WHAT = "dose augmentation"
+    prob: float
+    distribution: str
+    min_factor: float
+    max_factor: float
+    choices: tuple[float, ...]
+    exact_below: float
 
-    prob: float = 0.5
-    distribution: str = "loguniform"
-    min_factor: float = 1.0
-    max_factor: float = 100.0
-    choices: tuple[float, ...] = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)
-    exact_below: float = 2.0
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None = None) -> "DoseConfig":
+        """``cfg`` over the schema's ``data.dose_augmentation`` section."""
+        return cls(**section("data.dose_augmentation", cfg))
 
     def __post_init__(self):
         object.__setattr__(self, "choices", tuple(float(c) for c in self.choices))

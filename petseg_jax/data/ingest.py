@@ -41,7 +41,7 @@ from petseg_jax.data import store as store_lib
 from petseg_jax.data.normalization import intensity_stats
 from petseg_jax.data.raw_dataset import RawDataset, RawDatasetError
 from petseg_jax.data.schema import LabelSchema
-from petseg_jax.console import setup_logging
+from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.workers import process_pool
 
 log = logging.getLogger(__name__)
@@ -375,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{manifest['spacing']} mm")
     return 0
 
+
+cli = entry_point(main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 """PET intensity normalization: SUV (or per-case scaling), then one fixed transform.
 
 Pure numpy (no jax, no grain): the input pipeline, the serving path and the evaluation share it.
-A :class:`NormalizationConfig` is plain JSON (``to_json``/``from_json``) and travels with exported
+A :class:`NormalizationConfig` is plain JSON (``dataclasses.asdict``/``from_config``) and travels with exported
 models, so a served model normalizes exactly as it was trained.
 
 Two steps, both voxel-wise with per-case constants (a patch normalizes exactly like the same
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from petseg_jax.data.jsonconfig import JsonConfig
+from petseg_jax.configuration import section
 
 MODES = ("suv", "case")
 TRANSFORMS = ("log1p", "clip")
@@ -40,16 +40,23 @@ def percentile_key(q: float) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class NormalizationConfig(JsonConfig):
-    """How raw PET becomes network input (see the module docstring)."""
+class NormalizationConfig:
+    """How raw PET becomes network input (see the module docstring); the values come from the
+    ``data.normalization`` config section: :meth:`from_config`."""
 
-    _WHAT = "normalization"
+    mode: str
+    transform: str
+    clip_percentile: float
+    case_reference: float
+    scale: float
 
-    mode: str = "suv"
-    transform: str = "log1p"
-    clip_percentile: float = 99.5
-    case_reference: float = 10.0
-    scale: float = 1.0
+    @classmethod
+    def from_config(cls, cfg: "NormalizationConfig | Mapping[str, Any] | None" = None
+                    ) -> "NormalizationConfig":
+        """``cfg`` over the schema's ``data.normalization`` section (itself when it is one)."""
+        if isinstance(cfg, cls):
+            return cfg
+        return cls(**section("data.normalization", cfg))
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -106,7 +113,7 @@ def normalize(image: np.ndarray, suv_factor: float | None, stats: Mapping[str, f
     ``suv_factor`` and ``stats`` are the case's manifest entries (``suv_factor``, ``intensity``);
     ``case_id`` only names the case in error messages.
     """
-    cfg = NormalizationConfig.from_json(cfg)
+    cfg = NormalizationConfig.from_config(cfg)
     factor = unit_factor(suv_factor, stats, cfg, case_id)
     if out is None:
         out = np.empty(np.shape(image), dtype=np.float32)

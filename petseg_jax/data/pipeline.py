@@ -48,7 +48,7 @@ from grain.multiprocessing import SharedMemoryArray
 
 from petseg_jax.data import position, sampling, store
 from petseg_jax.data.dose import DoseConfig, augment_dose, estimate_count_scale
-from petseg_jax.data.jsonconfig import JsonConfig
+from petseg_jax.configuration import section
 from petseg_jax.data.normalization import NormalizationConfig, normalize
 from petseg_jax.workers import exit_with_parent
 
@@ -59,31 +59,23 @@ _COUNT_BLOCK = 64  # edge of the block the count scale is estimated from
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig(JsonConfig):
-    """Input pipeline settings (JSON; nested ``normalization`` and ``dose_augmentation`` may be
-    dicts). Built from the training config's ``data`` section by :func:`data_config`.
+class DataConfig:
+    """What the input pipeline reads of the ``data`` config section (commented in
+    ``configs/default.py``), built by :func:`data_config`; picklable for the grain workers."""
 
-    ``read_threads``/``read_buffer``: threads and batches of read-ahead inside each process that
-    builds batches; ``worker_buffer``: batches each worker keeps ready; ``cache_mb``: TensorStore
-    chunk cache per process (0 = none, right for datasets much larger than memory).
-    """
-
-    _WHAT = "data"
-
-    normalization: NormalizationConfig = NormalizationConfig()
-    dose_augmentation: DoseConfig = DoseConfig()
-    foreground_fraction: float = 1.0 / 3.0
-    position_channels: bool = False
-    read_threads: int = 1
-    read_buffer: int = 2
-    worker_buffer: int = 2
-    cache_mb: int = 0
+    patch_size: tuple[int, int, int]
+    normalization: NormalizationConfig
+    dose_augmentation: DoseConfig
+    foreground_fraction: float
+    position_channels: bool
+    read_threads: int
+    read_buffer: int
+    worker_buffer: int
+    cache_mb: int
 
     def __post_init__(self):
-        object.__setattr__(self, "normalization",
-                           NormalizationConfig.from_json(self.normalization))
-        object.__setattr__(self, "dose_augmentation",
-                           DoseConfig.from_json(self.dose_augmentation))
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"data patch_size must be 3 positive ints, got {self.patch_size}")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got "
                              f"{self.foreground_fraction}")
@@ -118,11 +110,18 @@ class CaseInfo:
                    meta.get("count_scale"), locations)
 
 
-def data_config(data_cfg: DataConfig | Mapping[str, Any] | None) -> DataConfig:
-    """A :class:`DataConfig` from itself, ``None`` (defaults) or a mapping/``ConfigDict`` such as
-    the training config's ``data`` section, whose other keys (patch_size, workers, ...) are
-    ignored; the nested ``normalization`` and ``dose_augmentation`` sections are read strictly."""
-    return DataConfig.from_json(data_cfg, strict=False)
+def data_config(data_cfg: DataConfig | Mapping[str, Any] | None = None) -> DataConfig:
+    """A :class:`DataConfig` from itself, or from ``data_cfg`` (a mapping/``ConfigDict``, such
+    as the training config's ``data`` section) over the schema's ``data`` section: a key the
+    schema does not know is an error."""
+    if isinstance(data_cfg, DataConfig):
+        return data_cfg
+    cfg = section("data", data_cfg)
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    return DataConfig(**{k: cfg[k] for k in names} | {
+        "patch_size": tuple(int(p) for p in cfg["patch_size"]),
+        "normalization": NormalizationConfig.from_config(cfg["normalization"]),
+        "dose_augmentation": DoseConfig.from_config(cfg["dose_augmentation"])})
 
 
 def load_cases(store_dir: str | Path, case_ids: Sequence[str] | None,
@@ -390,20 +389,21 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
 
 
 def make_train_iterator(store_dir: str | Path, case_ids: Sequence[str] | None, *,
-                        patch_size: Sequence[int], local_batch_size: int, seed: int,
+                        local_batch_size: int, seed: int,
                         data_cfg: DataConfig | Mapping[str, Any] | None = None,
                         process_index: int = 0, process_count: int = 1,
                         workers: int = 0) -> TrainIterator:
     """Infinite training iterator of local batches ``{"image", "label"}``.
 
     ``image``: (local_batch_size, X, Y, Z, 1) float32 normalized; ``label``: (..., X, Y, Z)
-    uint8. ``case_ids`` (the same list on every process) are the training cases, ``None`` =
-    all cases of the store. ``workers``: grain worker processes (0 = build in this process).
+    uint8, patches of ``data_cfg``'s ``patch_size``. ``case_ids`` (the same list on every
+    process) are the training cases, ``None`` = all cases of the store. ``workers``: grain
+    worker processes (0 = build in this process).
     """
     if local_batch_size < 1:
         raise ValueError(f"local_batch_size must be >= 1, got {local_batch_size}")
     cfg = data_config(data_cfg)
-    source = PatchSource(store_dir, load_cases(store_dir, case_ids), patch_size, cfg, seed)
+    source = PatchSource(store_dir, load_cases(store_dir, case_ids), cfg.patch_size, cfg, seed)
     return TrainIterator(_LocalBatch(source, local_batch_size, process_index, process_count),
                          workers)
 
@@ -439,7 +439,8 @@ def make_val_patches(store_dir: str | Path, case_ids: Sequence[str] | None, *,
 
     Each case gets ``patches_per_case`` patches, with the training foreground fraction.
     """
-    cfg = dataclasses.replace(data_config(data_cfg), dose_augmentation=DoseConfig(prob=0.0))
+    cfg = dataclasses.replace(data_config(data_cfg),
+                              dose_augmentation=DoseConfig.from_config({"prob": 0.0}))
     cases = load_cases(store_dir, case_ids)
     source = PatchSource(store_dir, cases, patch_size, cfg, seed)
     slots = sampling.foreground_slots(patches_per_case, cfg.foreground_fraction)

@@ -1,10 +1,11 @@
 """Evaluate a trained model the way the paper does: Dice per organ, tracer, center, dose, AC/NAC.
 
     python -m petseg_jax.evaluate --workdir W [--store S] [--split test] [--step N]
-                                  [--dose-sweep 1,4,10,20,50,100] [--mirror] [--largest-component]
+                                  [--dose-sweep 1,4,10,20,50,100]
 
 Uses the best checkpoint (by validation Dice) unless ``--step`` is given, predicts every case of
-the split by sliding window on the store's grid (RAS, the training spacing), and writes
+the split recorded in ``W/model.json`` by sliding window on the store's grid (RAS, the training
+spacing) with the post-processing the model records (what ``predict`` applies), and writes
 ``W/eval/``: ``cases.csv``, ``summary.json``, ``report.md``, ``report.html`` and figures.
 """
 
@@ -30,12 +31,11 @@ from petseg_jax.inference.segment import segment
 from petseg_jax.training.restore import TrainedModel, load_trained
 
 log = logging.getLogger("petseg_jax.evaluate")
-NSD_TOLERANCE_MM = 2.0
 DOSE_SWEEP_SEED = 1234
 
 
 def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image: np.ndarray,
-              schema: LabelSchema, **extra: Any) -> list[dict]:
+              schema: LabelSchema, nsd_tolerance_mm: float, **extra: Any) -> list[dict]:
     """One row per organ: overlap, surface, volume and SUV metrics plus the case's metadata, and
     ``fov_truncated``: the organ's reference touches the volume's first or last slice along an
     axis (the field of view cuts it; the report leaves such rows out of its means)."""
@@ -52,7 +52,7 @@ def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image
                "attenuation_corrected": bool(meta["attenuation_corrected"]),
                "field_of_view": meta.get("field_of_view"),
                "fov_truncated": box is not None and metrics.box_touches_edge(box, ref.shape)}
-        row |= metrics.organ_metrics(pred, ref, label, spacing, suv, NSD_TOLERANCE_MM)
+        row |= metrics.organ_metrics(pred, ref, label, spacing, suv, nsd_tolerance_mm)
         rows.append(row | extra)
     return rows
 
@@ -60,38 +60,36 @@ def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image
 class CasePredictor:
     """Sliding-window prediction of a store case with one compiled program for all cases."""
 
-    def __init__(self, trained: TrainedModel, mirror: bool, largest_component: bool):
+    def __init__(self, trained: TrainedModel):
         self.trained = trained
         self.apply = jax.jit(trained.apply)
-        self.mirror = mirror
-        self.largest_component = largest_component
 
     def __call__(self, image: np.ndarray, case: dict, case_id: str) -> np.ndarray:
         spec = self.trained.spec
         x = normalize(image, case.get("suv_factor"), case["intensity"], spec["normalization"],
                       case_id=case_id)
-        return segment(x, case["spacing"], self.apply, self.trained.params, spec,
-                       mirror=self.mirror, largest_component=self.largest_component)
+        return segment(x, case["spacing"], self.apply, self.trained.params, spec)
 
 
 def run(workdir: str | Path, store: str | Path | None = None, split: str = "test",
-        step: int | None = None, dose_sweep: Sequence[float] = (), mirror: bool = False,
-        largest_component: bool = False, mip_cases: int = 4) -> dict:
-    """Evaluate ``workdir``'s model on ``split`` and write ``workdir/eval``; returns the summary."""
+        step: int | None = None, dose_sweep: Sequence[float] = (), mip_cases: int = 4) -> dict:
+    """Evaluate ``workdir``'s model on its recorded ``split`` (of ``store``, by default the
+    training store the model records) and write ``workdir/eval``; returns the summary."""
     workdir = Path(workdir)
     trained = load_trained(workdir, step)
-    meta_store = trained.config.data.store
-    store = Path(store or meta_store)
+    store = Path(store or trained.spec["store"])
     manifest = store_lib.read_manifest(store)
     schema = trained.schema
     if store_lib.manifest_schema(manifest) != schema:
         raise ValueError(f"store {store} has another label schema than the model in {workdir}")
-    from petseg_jax.data.splits import make_splits
-
-    case_ids = make_splits(manifest["cases"], trained.config.data.split)[split]
+    case_ids = trained.spec["splits"][split]
     if not case_ids:
-        raise ValueError(f"split {split!r} of store {store} has no cases")
-    predictor = CasePredictor(trained, mirror, largest_component)
+        raise ValueError(f"split {split!r} of {workdir} has no cases")
+    missing = [c for c in case_ids if c not in manifest["cases"]]
+    if missing:
+        raise ValueError(f"store {store} lacks the {split} cases {missing[:5]} of {workdir}")
+    nsd_mm = float(trained.config.evaluation.nsd_tolerance_mm)
+    predictor = CasePredictor(trained)
     out_dir = workdir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, sweep_rows, mips = [], [], []
@@ -101,7 +99,7 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
         image = store_lib.read_array(store_lib.image_path(store, case_id)).astype(np.float32)
         ref = store_lib.read_array(store_lib.label_path(store, case_id))
         pred = predictor(image, case, case_id)
-        rows += case_rows(case_id, case, pred, ref, image, schema)
+        rows += case_rows(case_id, case, pred, ref, image, schema, nsd_mm)
         if len(mips) < mip_cases:
             png = out_dir / f"mip_{case_id}.png"
             suv = image * (case.get("suv_factor") or 1.0)
@@ -115,7 +113,7 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
             for factor in dose_sweep:
                 low = dose_lib.simulate_dose_reduction(image, float(factor), count_scale, rng)
                 sweep_rows += case_rows(case_id, case, predictor(low, case, case_id), ref, low,
-                                        schema, swept_dose_factor=float(factor))
+                                        schema, nsd_mm, swept_dose_factor=float(factor))
     summary = report.write_report(out_dir, rows, dose_sweep_rows=sweep_rows or None,
                                   mip_pngs=mips, title=f"{workdir.name}: {split} split, "
                                   f"checkpoint step {trained.step}")

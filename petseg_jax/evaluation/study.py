@@ -230,12 +230,12 @@ def plan_study(config_file: str | Path, overrides: Sequence[tuple[str, str]],
     out = Path(out)
     config_file = Path(config_file).resolve()
     overrides = [(str(k), str(v)) for k, v in overrides]
-    config = load_config(config_file, overrides)
+    config = load_config(config_file, [f"--config.{k}={v}" for k, v in overrides])
     _check_study_config(config, overrides)
     store = ensure_store(config.data, config.seed).resolve()
     # Every run reads this store, from any folder.
     overrides = [o for o in overrides if o[0] != "data.store"] + [("data.store", str(store))]
-    config = load_config(config_file, overrides)
+    config = load_config(config_file, [f"--config.{k}={v}" for k, v in overrides])
     manifest = store_lib.read_manifest(store)
     folds = plan_folds(manifest["cases"], config.data.split, protocols, centers)
     plan = {"format_version": PLAN_VERSION, "config_file": str(config_file),

@@ -36,8 +36,7 @@ def nifti_image(volume: dicom.PetVolume, image: np.ndarray | None = None) -> nib
 
 def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
                    overrides: SuvOverrides = SuvOverrides(),
-                   options: OutputOptions = OutputOptions(), mirror: bool = False,
-                   largest_component: bool = False, progress: Progress | None = None,
+                   options: OutputOptions = OutputOptions(), progress: Progress | None = None,
                    stages: Stages | None = None) -> list[dict[str, Any]]:
     """Predict one series into ``out_root/<SeriesInstanceUID>/``; returns its stats rows.
     Nothing is written when the series or its SUV headers are invalid.
@@ -52,8 +51,7 @@ def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
         calibration = from_headers(volume.headers, overrides, volume.uid)
         image = calibration.image_at_reference(volume.image)
         img = nifti_image(volume, image)
-    labels = predictor.predict_image(img, calibration.suvbw, mirror, largest_component,
-                                     volume.uid, progress, stages)
+    labels = predictor.predict_image(img, calibration.suvbw, volume.uid, progress, stages)
     with stages("post-processing"):
         rows = predictor.organ_stats(volume.image, volume.affine, labels, calibration,
                                      volume.uid)

@@ -3,9 +3,9 @@
 A :class:`Predictor` is ``predict_fn(params, x)`` (normalized ``(N, X, Y, Z, C)`` float32 ->
 logits ``(N, X, Y, Z, K)``), its ``params`` and its inference spec (:mod:`.spec`). A case goes:
 load and validate -> reorient to RAS -> resample (linear, in blocks of planes) to the spec's
-spacing -> normalize in place (SUV when a factor is known, else per case) ->
-:func:`.segment.segment` (sliding window streamed slab by slab, optional largest component per
-organ) -> nearest-neighbour back onto the input grid (in blocks) -> integer NIfTI with the
+spacing -> normalize in place as the model was trained (a model trained on SUV needs the SUV
+factor) -> :func:`.segment.segment` (sliding window streamed slab by slab, the post-processing
+the model records) -> nearest-neighbour back onto the input grid (in blocks) -> integer NIfTI with the
 input's header, written atomically. Per-organ volume and SUV statistics are computed on the
 input grid. A restored checkpoint and an exported model run the same code, so their label maps
 agree whenever their logits do.
@@ -13,7 +13,7 @@ agree whenever their logits do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +61,6 @@ def load_input(path: str | Path) -> nib.Nifti1Image:
     return img
 
 
-def window_size(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int]
-                ) -> tuple[int, ...]:
-    """The spec's patch, shrunk on axes where the volume is smaller to the volume's size
-    rounded up to a multiple of the network's total stride (the window is padded to it)."""
-    return tuple(min(int(p), -(-int(s) // int(t)) * int(t))
-                 for s, p, t in zip(shape, patch, stride))
-
-
 class Predictor:
     """Whole-volume NIfTI prediction with ``predict_fn(params, x)`` and an inference spec.
 
@@ -85,7 +77,6 @@ class Predictor:
         self.label_dtype = np.uint8 if self.schema.num_classes <= 256 else np.uint16
 
     def predict_image(self, img: nib.Nifti1Image, suv_factor: float | None = None,
-                      mirror: bool = False, largest_component: bool = False,
                       name: str = "?", progress: Progress | None = None,
                       stages: Stages | None = None) -> np.ndarray:
         """Label map of a loaded PET image, on exactly its grid (shape ``img.shape[:3]``).
@@ -94,6 +85,10 @@ class Predictor:
         the seconds of ``resample``, ``windows`` and ``post-processing``.
         """
         spec = self.spec
+        if spec["normalization"]["mode"] == "suv" and suv_factor is None:
+            raise ValueError(f"{name}: the model was trained on SUV (normalization mode 'suv'); "
+                             "give the image's SUV factor (--suv-factor, or --weight-kg with "
+                             "--injected-mbq)")
         stages = stages or Stages()
         with stages("resample"):
             ras = nifti.to_ras(img)
@@ -102,8 +97,6 @@ class Predictor:
             x = normalize(data, suv_factor, intensity_stats(data), spec["normalization"],
                           case_id=name, out=data)
         labels = segment(x, spec["spacing"], self.predict_fn, self.params, spec,
-                         window=window_size(x.shape, spec["patch_size"], spec["total_stride"]),
-                         mirror=mirror, largest_component=largest_component,
                          progress=progress, stages=stages)
         del data, x
         with stages("resample"):
@@ -120,8 +113,7 @@ class Predictor:
 
     def predict_nifti(self, input_path: str | Path, output_path: str | Path,
                       stats: str | Path | None = None,
-                      calibration: SuvCalibration | None = None, mirror: bool = False,
-                      largest_component: bool = False,
+                      calibration: SuvCalibration | None = None,
                       options: OutputOptions = OutputOptions(),
                       preview: str | Path | None = None, progress: Progress | None = None,
                       stages: Stages | None = None) -> list[dict[str, Any]]:
@@ -142,8 +134,7 @@ class Predictor:
             img = load_input(input_path)
         name = case_name(input_path)
         suv_factor = None if calibration is None else calibration.suvbw
-        labels = self.predict_image(img, suv_factor, mirror, largest_component, name, progress,
-                                    stages)
+        labels = self.predict_image(img, suv_factor, name, progress, stages)
         with stages("post-processing"):
             rows = self.organ_stats(nifti.array(img), img.affine, labels, calibration, name)
         with stages("write"):

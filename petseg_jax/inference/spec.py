@@ -1,23 +1,35 @@
-"""The inference spec: everything a predictor needs besides its weights, as plain JSON.
+"""The model folder's record: everything a predictor needs besides its weights, as plain JSON.
 
-Every predictor (a restored checkpoint or an exported model) carries one, and an export writes it
-into ``meta.json``, so a served model resamples, normalizes and tiles exactly as it was trained::
+Training writes it at its start into ``WORKDIR/model.json`` (:data:`MODEL_FILE`); ``evaluate``,
+``export``, ``predict`` and serving read only that, never the training store or config again.
+An export copies it into ``meta.json``. A missing key is an error naming it::
 
-    {"format_version": 1, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
-     "total_stride": [..], "normalization": {...}, "overlap": 0.5, "mirror_axes": [],
-     "nonzero_mask": true | false, "position_ranges": {id: [[lo], [hi]]} | null,
-     "batch_size": 2, "largest_component_labels": [..] | null, "in_channels": 1 | 4,
-     "position_channels": false | true, "input_layout": "NXYZC", "output_layout": "NXYZK",
-     "input_dtype": "float32", "output_dtype": "float32", "jax_version": "...",
-     "training": {"config": {...}, "step": N, "workdir": "..."}}
+    {"format_version": 2, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
+     "total_stride": [..], "normalization": {...}, "overlap": 0.5, "mirror_axes": [] | [0],
+     "nonzero_mask": true | false, "largest_component": true | false,
+     "largest_component_labels": [..], "position_ranges": {id: [[lo], [hi]]} | {},
+     "batch_size": 2, "in_channels": 1 | 4, "position_channels": false | true,
+     "input_layout": "NXYZC", "output_layout": "NXYZK", "input_dtype": "float32",
+     "output_dtype": "float32", "jax_version": "...", "splits": {"train": [..], ...},
+     "training_data": {"cases": N, "tracers": [..], "centers": [..],
+                       "dose_reduction_factors": [..], "attenuation_corrected": [..]},
+     "store": "/abs/path", "training": {"config": {...}, "step": N | null}}
+
+The post-processing decisions are the training config's ``evaluation`` section, resolved against
+the training cases: ``largest_component_labels`` lists the organs that are one component in every
+training case, ``position_ranges`` each organ's position range widened by
+``evaluation.position_prior_mm`` (empty when that is 0).
 
 The serving path imports this module: it must stay free of flax, optax, orbax and grain
-(:func:`make_inference_spec` imports the model package lazily, at training/export time only).
+(:func:`make_inference_spec` imports the model package lazily, at training time only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -26,13 +38,17 @@ import numpy as np
 from petseg_jax.data import position
 from petseg_jax.data.normalization import NormalizationConfig
 from petseg_jax.data.schema import LabelSchema
+from petseg_jax.inference.postprocess import position_ranges, single_component_ids
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MODEL_FILE = "model.json"
 INPUT_LAYOUT = "NXYZC"
 OUTPUT_LAYOUT = "NXYZK"
 REQUIRED_KEYS = ("format_version", "schema", "patch_size", "spacing", "total_stride",
-                 "normalization", "overlap", "mirror_axes", "input_layout", "output_layout",
-                 "input_dtype", "output_dtype")
+                 "normalization", "overlap", "mirror_axes", "nonzero_mask", "largest_component",
+                 "largest_component_labels", "position_ranges", "batch_size", "in_channels",
+                 "position_channels", "input_layout", "output_layout", "input_dtype",
+                 "output_dtype", "splits", "training_data", "training")
 
 
 class SpecError(ValueError):
@@ -52,73 +68,52 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _training_spacing(data_cfg: Mapping[str, Any]) -> list[float]:
-    """``data.spacing``, or the store's (the dataset median) when the config leaves it empty."""
-    if data_cfg.get("spacing"):
-        return [float(s) for s in data_cfg["spacing"]]
-    from petseg_jax.data.store import read_manifest  # tensorstore: only when needed
-
-    return [float(s) for s in read_manifest(data_cfg["store"])["spacing"]]
-
-
-def _training_cases(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
-    """The manifest entries of the store's training cases; ``None`` when not available."""
-    from petseg_jax.data.splits import SplitError, make_splits  # training/export time only
-    from petseg_jax.data.store import StoreError, read_manifest
-
-    data = cfg["data"]
-    try:
-        cases = read_manifest(data["store"])["cases"]
-        train = make_splits(cases, data["split"])["train"]
-    except (StoreError, SplitError, OSError, KeyError):
-        return None
-    return [cases[c] for c in train]
+def training_conditions(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the training cases (manifest entries) cover: tracers, centers, dose reduction
+    factors and attenuation correction (the model card's conditions)."""
+    meta = [c["metadata"] for c in cases]
+    return {"cases": len(meta),
+            "tracers": sorted({str(m["tracer"]) for m in meta}),
+            "centers": sorted({str(m["center"]) for m in meta}),
+            "dose_reduction_factors": sorted({float(m["dose_reduction_factor"]) for m in meta}),
+            "attenuation_corrected": sorted({bool(m["attenuation_corrected"]) for m in meta})}
 
 
-def _single_component_labels(cases: list[Mapping[str, Any]] | None) -> list[int] | None:
-    """The organs that are one connected component in every training case (the ones
-    ``largest_component`` post-processing keeps to); ``None`` when the cases or their
-    component counts are not available (the option then applies to every organ)."""
-    from petseg_jax.inference.postprocess import single_component_ids
-
-    return None if cases is None else single_component_ids(c.get("class_components")
-                                                           for c in cases)
-
-
-def _position_ranges(cases: list[Mapping[str, Any]] | None,
-                     margin_mm: float) -> dict[str, list[list[float]]] | None:
-    """Each organ's position range over the training cases, widened by ``margin_mm``
-    (the config's ``evaluation.position_prior_mm``); ``None`` when that is 0 or the cases are
-    not available."""
-    from petseg_jax.inference.postprocess import position_ranges
-
-    if cases is None or margin_mm <= 0:
-        return None
-    return {str(k): v for k, v in position_ranges(cases, margin_mm).items()}
-
-
-def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
-                        workdir: str | None) -> dict[str, Any]:
-    """The spec of a model trained with ``config`` (a ConfigDict or its dict) on ``schema``."""
-    from petseg_jax.models import total_stride  # flax: import at training/export time only
+def make_inference_spec(config: Any, schema: LabelSchema, manifest: Mapping[str, Any],
+                        splits: Mapping[str, Sequence[str]], store: str | Path
+                        ) -> dict[str, Any]:
+    """The record of a model trained with ``config`` on ``store`` (its ``manifest``, label
+    ``schema`` and ``splits``). A training case without the ingest's component counts, when
+    ``evaluation.largest_component`` needs them, is an error naming it."""
+    from petseg_jax.models import total_stride  # flax: import at training time only
 
     cfg = to_jsonable(config)
-    data, evaluation = cfg["data"], cfg.get("evaluation", {})
-    train_cases = _training_cases(cfg)  # one manifest read for the post-processing facts
+    data, evaluation = cfg["data"], cfg["evaluation"]
+    train = [manifest["cases"][c] for c in splits["train"]]
+    labels: list[int] = []
+    if evaluation["largest_component"]:
+        lacking = [c for c in splits["train"] if "class_components" not in manifest["cases"][c]]
+        if lacking:
+            raise SpecError(f"evaluation.largest_component needs the ingest's class_components, "
+                            f"which training cases {lacking[:5]} of {store} lack; re-ingest")
+        labels = single_component_ids(c["class_components"] for c in train)
+    margin = float(evaluation["position_prior_mm"])
+    ranges = {str(k): v for k, v in position_ranges(train, margin).items()} if margin > 0 else {}
     return {
         "format_version": FORMAT_VERSION,
         "schema": schema.to_json(),
         "patch_size": [int(p) for p in data["patch_size"]],
-        "spacing": _training_spacing(data),
+        "spacing": [float(s) for s in manifest["spacing"]],
         "total_stride": [int(s) for s in total_stride(cfg["model"])],
-        "normalization": NormalizationConfig.from_json(data.get("normalization")).to_json(),
-        "overlap": float(evaluation.get("overlap", 0.5)),
-        "mirror_axes": [],
-        "nonzero_mask": bool(evaluation.get("nonzero_mask", False)),
-        "batch_size": int(evaluation.get("batch_size", 2)),
-        "largest_component_labels": _single_component_labels(train_cases),
-        "position_ranges": _position_ranges(
-            train_cases, float(evaluation.get("position_prior_mm", 0.0))),
+        "normalization": dataclasses.asdict(NormalizationConfig.from_config(
+            data["normalization"])),
+        "overlap": float(evaluation["overlap"]),
+        "mirror_axes": [0] if evaluation["mirror"] else [],
+        "nonzero_mask": bool(evaluation["nonzero_mask"]),
+        "largest_component": bool(evaluation["largest_component"]),
+        "largest_component_labels": labels,
+        "position_ranges": ranges,
+        "batch_size": int(evaluation["batch_size"]),
         "in_channels": position.input_channels(data),
         "position_channels": position.enabled(data),
         "input_layout": INPUT_LAYOUT,
@@ -126,9 +121,34 @@ def make_inference_spec(config: Any, schema: LabelSchema, step: int | None,
         "input_dtype": "float32",
         "output_dtype": "float32",
         "jax_version": jax.__version__,
-        "training": {"config": cfg, "step": None if step is None else int(step),
-                     "workdir": None if workdir is None else str(workdir)},
+        "splits": {k: list(v) for k, v in splits.items()},
+        "training_data": training_conditions(train),
+        "store": str(Path(store).resolve()),
+        "training": {"config": cfg, "step": None},
     }
+
+
+def write_model_file(workdir: str | Path, spec: Mapping[str, Any]) -> Path:
+    """Write ``workdir/model.json`` atomically (creating ``workdir``); returns its path."""
+    from petseg_jax.data.store import write_json_atomic  # tensorstore: training time only
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    path = Path(workdir) / MODEL_FILE
+    write_json_atomic(path, to_jsonable(spec))
+    return path
+
+
+def read_model_file(workdir: str | Path) -> dict[str, Any]:
+    """The validated ``workdir/model.json``; a missing file is an error naming it."""
+    path = Path(workdir) / MODEL_FILE
+    if not path.is_file():
+        raise SpecError(f"{path} does not exist: {workdir} is not a model folder of this "
+                        f"petseg_jax (train writes it at its start)")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{path}: not valid JSON ({err})") from None
+    return check_spec(spec, str(path))
 
 
 def check_spec(spec: Mapping[str, Any], source: str = "spec") -> dict[str, Any]:
@@ -159,12 +179,12 @@ def check_spec(spec: Mapping[str, Any], source: str = "spec") -> dict[str, Any]:
                         f"not {INPUT_LAYOUT}/{OUTPUT_LAYOUT}")
     try:
         LabelSchema.from_json(spec["schema"])
-        NormalizationConfig.from_json(spec["normalization"])
+        NormalizationConfig(**spec["normalization"])
     except (KeyError, TypeError, ValueError) as err:
         raise SpecError(f"{source}: invalid schema or normalization ({err})") from None
     channels = position.input_channels(spec)
-    if int(spec.get("in_channels", 1)) != channels:
-        raise SpecError(f"{source}: in_channels {spec.get('in_channels')} does not match "
+    if int(spec["in_channels"]) != channels:
+        raise SpecError(f"{source}: in_channels {spec['in_channels']} does not match "
                         f"position_channels {position.enabled(spec)} ({channels} channels)")
     return dict(spec)
 

@@ -4,6 +4,6 @@
 are the entry points; ``python -m petseg_jax.bench.conv`` times the conv paths.
 """
 
-from petseg_jax.models.unet import MODEL_DEFAULTS, build_model, model_config, total_stride
+from petseg_jax.models.unet import build_model, model_config, total_stride
 
-__all__ = ["MODEL_DEFAULTS", "build_model", "model_config", "total_stride"]
+__all__ = ["build_model", "model_config", "total_stride"]

@@ -1,6 +1,6 @@
 """nnU-Net-like 3-D U-Nets in Flax NNX: plain ("unet") and residual-encoder ("resenc").
 
-Model config keys (``ml_collections.ConfigDict`` or dict; missing keys take ``MODEL_DEFAULTS``):
+Model config keys (the ``model`` section of ``configs/default.py``; missing keys take its values):
 
 * ``name``: ``"unet"`` (nnU-Net PlainConvUNet) or ``"resenc"`` (nnU-Net ResEnc M/L style:
   a conv stem, then residual basic blocks in the encoder; the decoder is the plain one).
@@ -9,7 +9,7 @@ Model config keys (``ml_collections.ConfigDict`` or dict; missing keys take ``MO
 * ``blocks_per_stage``: int or one int per stage: convs per encoder stage ("unet") or
   residual blocks per stage ("resenc"; ResEnc M is ``(1, 3, 4, 6, 6, 6)``).
 * ``decoder_blocks``: int or one int per decoder stage, deepest first (nnU-Net's order).
-* ``strides``: ``None`` (stage 0 stride 1, then 2 per axis) or one int / 3 ints per stage.
+* ``strides``: empty (stage 0 stride 1, then 2 per axis) or one int / 3 ints per stage.
   The first conv (block) of each stage is strided; upsampling is a transposed conv with
   kernel = stride.
 * ``kernel_size``: odd int (3), padding ``k // 2`` on both sides like nnU-Net.
@@ -35,14 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from petseg_jax.configuration import over_defaults
+from petseg_jax.configuration import section
 from petseg_jax.models.conv import IMPLS, conv3d, conv_transpose3d, pointwise_conv
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "name": "unet", "n_stages": 4, "base_features": 8, "max_features": 320,
-    "blocks_per_stage": 2, "decoder_blocks": 2, "strides": None, "kernel_size": 3,
-    "deep_supervision": True, "dtype": "float32", "conv_impl": "auto",
-}
 NAMES = ("unet", "resenc")
 NEGATIVE_SLOPE = 0.01
 NORM_EPS = 1e-5
@@ -52,8 +47,8 @@ _KERNEL_INIT = jax.nn.initializers.variance_scaling(2.0 / (1 + NEGATIVE_SLOPE **
 
 
 def model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``model_cfg`` over ``MODEL_DEFAULTS``, validated, with per-stage lists expanded."""
-    cfg = over_defaults(model_cfg, MODEL_DEFAULTS, "model")
+    """``model_cfg`` over the schema's ``model`` section, validated, per-stage lists expanded."""
+    cfg = section("model", model_cfg)
     if cfg["name"] not in NAMES:
         raise ValueError(f"model.name must be one of {NAMES}, got {cfg['name']!r}")
     if cfg["conv_impl"] not in IMPLS:

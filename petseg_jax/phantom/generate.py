@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from petseg_jax.console import entry_point
 from petseg_jax.phantom.anatomy import ORGANS, TISSUE_CODE, TISSUES, Anatomy, Grid
 from petseg_jax.phantom.scanner import CENTERS, Center, gaussian_blur, simulate_scans
 from petseg_jax.phantom.uptake import (
@@ -413,3 +414,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {len(plans)} cases to {args.out} ({counts})")
     return 0
 
+
+cli = entry_point(main)

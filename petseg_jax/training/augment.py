@@ -1,7 +1,7 @@
 """On-device data augmentation (nnU-Net's set), per sample, jit-able, seeded by a PRNG key.
 
-Augment config keys (``ml_collections.ConfigDict`` or dict; missing keys take
-``AUGMENT_DEFAULTS``, nnU-Net v2's values). ``p_*`` is the per-sample probability of an op;
+Augment config keys (the ``augment`` section of ``configs/default.py``, nnU-Net v2's values;
+missing keys take its values). ``p_*`` is the per-sample probability of an op;
 an op with probability 0 is not traced at all, so all-zero probabilities give the identity.
 
 * ``p_rotation``, ``rotation_deg``: rotation about each axis by U(-deg, deg).
@@ -39,25 +39,14 @@ import numpy as np
 from jax import lax
 from jax.scipy.ndimage import map_coordinates
 
-from petseg_jax.configuration import over_defaults
+from petseg_jax.configuration import section
 
-AUGMENT_DEFAULTS: dict[str, Any] = {
-    "p_rotation": 0.2, "rotation_deg": 30.0,
-    "p_scale": 0.2, "scale_range": (0.7, 1.4),
-    "p_noise": 0.1, "noise_variance": (0.0, 0.1),
-    "p_blur": 0.2, "blur_sigma": (0.5, 1.0),
-    "p_brightness": 0.15, "brightness_range": (0.75, 1.25),
-    "p_contrast": 0.15, "contrast_range": (0.75, 1.25),
-    "p_lowres": 0.25, "lowres_zoom": (0.5, 1.0),
-    "p_gamma_invert": 0.1, "p_gamma": 0.3, "gamma_range": (0.7, 1.5),
-    "p_mirror": (0.5, 0.0, 0.0),
-}
 _EPS = 1e-7
 
 
 def augment_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``cfg`` over ``AUGMENT_DEFAULTS``, validated (unknown keys are an error)."""
-    cfg = over_defaults(cfg, AUGMENT_DEFAULTS, "augment")
+    """``cfg`` over the schema's ``augment`` section, validated (unknown keys are an error)."""
+    cfg = section("augment", cfg)
     cfg["p_mirror"] = tuple(float(p) for p in cfg["p_mirror"])
     probs = {k: v for k, v in cfg.items() if k.startswith("p_") and k != "p_mirror"}
     for k, p in [*probs.items(), *(("p_mirror", p) for p in cfg["p_mirror"])]:

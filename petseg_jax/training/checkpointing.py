@@ -57,6 +57,15 @@ class Checkpointer:
             data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         return out["state"], out["data"], out["meta"]
 
+    def restore_params(self, step: int, abstract_params: Any) -> Any:
+        """Restore only the parameters of ``step`` (not the optimizer state) into the
+        shapes/dtypes/shardings of ``abstract_params``."""
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item={"params": abstract_params}, partial_restore=True,
+                                         restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                             {"params": abstract_params}))))
+        return out["state"]["params"]
+
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]

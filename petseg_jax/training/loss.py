@@ -1,6 +1,6 @@
 """Soft Dice + cross-entropy (nnU-Net's DC_and_CE_loss), ignore label and deep supervision.
 
-Loss config keys (``ml_collections.ConfigDict`` or dict; missing keys take ``LOSS_DEFAULTS``):
+Loss config keys (the ``loss`` section of ``configs/default.py``; missing keys take its values):
 
 * ``batch_dice``: Dice sums over the whole batch (nnU-Net's batch Dice) instead of per sample.
 * ``smooth`` (1e-5), ``do_bg`` (False): nnU-Net's Dice smoothing and background handling.
@@ -23,17 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from petseg_jax.configuration import over_defaults
+from petseg_jax.configuration import section
 
-LOSS_DEFAULTS: dict[str, Any] = {
-    "batch_dice": False, "smooth": 1e-5, "do_bg": False, "ignore_label": None,
-    "weight_ce": 1.0, "weight_dice": 1.0, "ds_drop_lowest": True,
-}
 
 
 def loss_config(loss_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``loss_cfg`` over ``LOSS_DEFAULTS`` (unknown keys are an error)."""
-    return over_defaults(loss_cfg, LOSS_DEFAULTS, "loss")
+    """``loss_cfg`` over the schema's ``loss`` section (unknown keys are an error)."""
+    return section("loss", loss_cfg)
 
 
 def soft_dice(probs: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dice: bool,

@@ -1,6 +1,7 @@
 """Optimisers and learning-rate schedules (optax).
 
-Optimiser config keys (``ml_collections.ConfigDict`` or dict; missing keys take ``OPTIM_DEFAULTS``):
+Optimiser config keys (the ``optim`` section of ``configs/default.py``; missing keys take its
+values):
 
 * ``name``: ``"sgd"`` (nnU-Net: Nesterov SGD, poly decay) or ``"adamw"`` (warmup + cosine).
 * ``lr``: peak learning rate (nnU-Net SGD: 0.01; AdamW is typically 1e-3 to 3e-4).
@@ -22,19 +23,14 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from petseg_jax.configuration import over_defaults
+from petseg_jax.configuration import section
 
-OPTIM_DEFAULTS: dict[str, Any] = {
-    "name": "sgd", "lr": 0.01, "weight_decay": 3e-5, "momentum": 0.99, "nesterov": True,
-    "poly_exponent": 0.9, "warmup_steps": 0, "end_lr_ratio": 0.0,
-    "b1": 0.9, "b2": 0.999, "eps": 1e-8, "grad_clip": 12.0,
-}
 NAMES = ("sgd", "adamw")
 
 
 def optim_config(optim_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``optim_cfg`` over ``OPTIM_DEFAULTS``, validated."""
-    cfg = over_defaults(optim_cfg, OPTIM_DEFAULTS, "optimizer")
+    """``optim_cfg`` over the schema's ``optim`` section, validated."""
+    cfg = section("optim", optim_cfg)
     if cfg["name"] not in NAMES:
         raise ValueError(f"optim.name must be one of {NAMES}, got {cfg['name']!r}")
     return cfg

@@ -12,20 +12,19 @@ from petseg_jax import metrics
 from petseg_jax.data.pipeline import make_val_cases
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.inference.segment import segment
-from petseg_jax.inference.spec import make_inference_spec
+from petseg_jax.inference.spec import spec_schema
 from petseg_jax.training.step import ModelDef
 
 
 class Validator:
     """Mean and per-organ Dice of the current parameters on a fixed set of validation cases,
-    predicted like ``evaluate`` does (same spec, sliding window and ``evaluation``
+    predicted like ``evaluate`` does (the run's model record: sliding window and
     post-processing), so that the best checkpoint is chosen by what will be reported."""
 
-    def __init__(self, store: Path, case_ids: Sequence[str], schema: LabelSchema, config):
-        self.store, self.case_ids, self.schema = store, list(case_ids), schema
-        self.data_cfg = config.data
-        self.largest_component = bool(config.evaluation.largest_component)
-        self.spec = make_inference_spec(config, schema, None, None) if self.case_ids else None
+    def __init__(self, store: Path, case_ids: Sequence[str], data_cfg, spec: dict):
+        self.store, self.case_ids, self.spec = store, list(case_ids), spec
+        self.schema: LabelSchema = spec_schema(spec)
+        self.data_cfg = data_cfg
         self._predict = None
 
     def run(self, model_def: ModelDef, params) -> dict | None:
@@ -39,7 +38,7 @@ class Validator:
         case_means = []
         for case in make_val_cases(self.store, self.case_ids, self.data_cfg):
             pred = segment(case["image"], case["meta"]["spacing"], self._predict, params,
-                           self.spec, largest_component=self.largest_component)
+                           self.spec)
             dices = [metrics.dice(pred, case["label"], i) for i in self.schema.foreground_ids]
             for name, d in zip(self.schema.names, dices):
                 if not np.isnan(d):

@@ -27,8 +27,8 @@ time.sleep(600)
 GRAIN_DRIVER = """
 import sys
 from petseg_jax.data.pipeline import make_train_iterator
-it = make_train_iterator(sys.argv[1], None, patch_size=(8, 8, 8), local_batch_size=2, seed=0,
-                         workers=2)
+it = make_train_iterator(sys.argv[1], None, data_cfg={"patch_size": (8, 8, 8)},
+                         local_batch_size=2, seed=0, workers=2)
 next(it)
 print("ready", flush=True)
 while True:

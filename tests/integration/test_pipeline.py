@@ -10,10 +10,11 @@ from store_fixtures import make_tiny_store
 
 from petseg_jax.data import store
 from petseg_jax.data.normalization import NormalizationConfig, normalize
-from petseg_jax.data.pipeline import (DataConfig, data_config, local_sample_indices,
+from petseg_jax.data.pipeline import (data_config, local_sample_indices,
                                       make_train_iterator, make_val_cases, make_val_patches)
 
 PATCH = (16, 16, 16)
+PATCH_CFG = {"patch_size": PATCH}
 DOSE_ON = {"dose_augmentation": {"prob": 0.7}}
 
 
@@ -22,9 +23,10 @@ def tiny_store(tmp_path_factory):
     return make_tiny_store(tmp_path_factory.mktemp("store"))
 
 
-def _batches(store_dir, n, *, state=None, workers=0, **kw):
-    kw = dict(patch_size=PATCH, local_batch_size=2, seed=3, data_cfg=DOSE_ON) | kw
-    with make_train_iterator(store_dir, None, workers=workers, **kw) as it:
+def _batches(store_dir, n, *, state=None, workers=0, patch_size=PATCH, data_cfg=DOSE_ON, **kw):
+    kw = dict(local_batch_size=2, seed=3) | kw
+    data_cfg = data_cfg | {"patch_size": patch_size}
+    with make_train_iterator(store_dir, None, workers=workers, data_cfg=data_cfg, **kw) as it:
         if state is not None:
             it.set_state(state)
         out = [next(it) for _ in range(n)]
@@ -122,7 +124,7 @@ def test_multi_process_shards_are_disjoint_complete_and_equal_one_process(tiny_s
 
 def test_every_case_once_per_epoch(tiny_store):
     from petseg_jax.data.pipeline import PatchSource, load_cases
-    source = PatchSource(tiny_store, load_cases(tiny_store, None), PATCH, DataConfig(), seed=0)
+    source = PatchSource(tiny_store, load_cases(tiny_store, None), PATCH, data_config(), seed=0)
     epochs = [sorted(source.epoch_case(i) for i in range(e * 3, e * 3 + 3)) for e in range(4)]
     assert epochs == [[0, 1, 2]] * 4
     assert len({tuple(source.epoch_case(i) for i in range(e * 3, e * 3 + 3))
@@ -137,7 +139,7 @@ def test_val_cases_whole_and_normalized(tiny_store):
     entry = manifest["cases"]["case_001"]
     raw = store.read_array(store.image_path(tiny_store, "case_001"))
     expected = normalize(raw, entry["suv_factor"], entry["intensity"],
-                         NormalizationConfig(mode="case"))
+                         NormalizationConfig.from_config({"mode": "case"}))
     np.testing.assert_array_equal(cases[0]["image"][..., 0], expected)
     np.testing.assert_array_equal(cases[0]["label"],
                                   store.read_array(store.label_path(tiny_store, "case_001")))
@@ -157,14 +159,16 @@ def test_val_patches_fixed(tiny_store):
 
 def test_bad_inputs(tiny_store, tmp_path):
     with pytest.raises(KeyError, match="nope"):
-        make_train_iterator(tiny_store, ["nope"], patch_size=PATCH, local_batch_size=1, seed=0)
+        make_train_iterator(tiny_store, ["nope"], data_cfg=PATCH_CFG, local_batch_size=1, seed=0)
     with pytest.raises(ValueError, match="patch_size"):
-        make_train_iterator(tiny_store, None, patch_size=(8, 8), local_batch_size=1, seed=0)
+        make_train_iterator(tiny_store, None, data_cfg={"patch_size": (8, 8)}, local_batch_size=1,
+                            seed=0)
     with pytest.raises(store.StoreError, match="does not exist"):
-        make_train_iterator(tmp_path / "none", None, patch_size=PATCH, local_batch_size=1, seed=0)
-    with pytest.raises(ValueError, match="unknown data keys"):
-        DataConfig.from_json({"patch": 3})
-    with pytest.raises(ValueError, match="unknown dose augmentation keys"):
+        make_train_iterator(tmp_path / "none", None, data_cfg=PATCH_CFG, local_batch_size=1,
+                            seed=0)
+    with pytest.raises(ValueError, match="did you mean 'data.patch_size'"):
+        data_config({"patchsize": 3})
+    with pytest.raises(ValueError, match="did you mean 'data.dose_augmentation.prob'"):
         data_config({"dose_augmentation": {"probability": 0.5}})
 
 
@@ -177,8 +181,9 @@ def test_data_config_from_the_training_config_section():
                               "distribution": "loguniform"}})
     cfg = data_config(section)
     assert cfg.foreground_fraction == 0.5 and cfg.dose_augmentation.prob == 0.25
-    assert cfg.normalization == NormalizationConfig(mode="case", transform="clip")
-    assert DataConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.normalization == NormalizationConfig.from_config({"mode": "case",
+                                                                 "transform": "clip"})
+    assert cfg.patch_size == (8, 8, 8) and data_config(cfg) is cfg
 
 
 class _Counter:
@@ -230,7 +235,7 @@ def test_device_prefetcher_on_the_pipeline_resumes_exactly(tiny_store, data_shar
     from petseg_jax.training.device_feed import DevicePrefetcher
 
     def feed():
-        return DevicePrefetcher(make_train_iterator(tiny_store, None, patch_size=PATCH,
+        return DevicePrefetcher(make_train_iterator(tiny_store, None, data_cfg=PATCH_CFG,
                                                     local_batch_size=2, seed=5), data_sharding)
     with feed() as a:
         taken = [next(a) for _ in range(2)]

@@ -10,7 +10,7 @@ from store_fixtures import make_tiny_store
 
 from petseg_jax import plan as plan_cmd
 from petseg_jax.planning import plan as plan_lib
-from petseg_jax.configuration import load_config, split_overrides
+from petseg_jax.configuration import load_config
 from petseg_jax.data import store as store_lib
 from petseg_jax.planning import PlanError
 from petseg_jax.planning.memory import CPU_COMPILE_OPTIONS
@@ -30,7 +30,7 @@ BUDGETS_GIB = (0.04, 0.15, 0.4)  # on 40x32x48 cases: patch growth, then batch g
 
 def tiny_config():
     """The config the CLI plans with ``TINY``."""
-    return load_config(DEFAULT_CONFIG, split_overrides(TINY)[1])
+    return load_config(DEFAULT_CONFIG, TINY)
 
 
 @pytest.fixture(scope="module")

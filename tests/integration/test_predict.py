@@ -4,6 +4,7 @@ checkpoint vs export agreement."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -15,7 +16,9 @@ from petseg_jax import predict
 from petseg_jax.data import nifti
 from petseg_jax.data.schema import DEFAULT_SCHEMA
 from petseg_jax.data import suv
-from petseg_jax.inference.nifti_pipeline import Predictor, window_size
+from petseg_jax.data.normalization import NormalizationConfig
+from petseg_jax.inference.nifti_pipeline import Predictor
+from petseg_jax.inference.segment import window_size
 from petseg_jax.inference.spec import FORMAT_VERSION
 
 SCHEMA = DEFAULT_SCHEMA
@@ -37,9 +40,12 @@ def fake_predictor(spacing=(5.0, 5.0, 5.0)) -> Predictor:
     centers[SCHEMA.id_of("spleen")] = np.log1p(SPLEEN)
     spec = {"format_version": FORMAT_VERSION, "schema": SCHEMA.to_json(),
             "patch_size": [16, 16, 16], "spacing": list(spacing), "total_stride": [4, 4, 4],
-            "normalization": {"mode": "suv", "transform": "log1p"}, "overlap": 0.5,
-            "mirror_axes": [], "batch_size": 4, "input_layout": "NXYZC",
-            "output_layout": "NXYZK", "input_dtype": "float32", "output_dtype": "float32"}
+            "normalization": dataclasses.asdict(NormalizationConfig.from_config()),
+            "overlap": 0.5, "mirror_axes": [], "batch_size": 4, "nonzero_mask": False,
+            "largest_component": False, "largest_component_labels": [], "position_ranges": {},
+            "in_channels": 1, "position_channels": False, "input_layout": "NXYZC",
+            "output_layout": "NXYZK", "input_dtype": "float32", "output_dtype": "float32",
+            "splits": {}, "training_data": {}, "training": {}}
     return Predictor(intensity_classifier, jnp.asarray(centers), spec)
 
 
@@ -191,7 +197,7 @@ def test_cli_folder_mode_reports_bad_cases_and_keeps_going(run, tmp_path):
     stats = tmp_path / "organs.csv"
     with pytest.raises(SystemExit, match="1 of 3 case"):
         predict.main(["--model", str(export_dir), "-i", str(inp), "-o", str(out),
-                      "--stats", str(stats), "--mirror", "--largest-component"])
+                      "--stats", str(stats)])
     assert sorted(p.name for p in out.iterdir()) == ["a.labels.json", "a.nii.gz",
                                                      "b.labels.json", "b.nii"]
     with stats.open() as f:
@@ -209,5 +215,5 @@ def test_cli_errors(run, tmp_path):
     with pytest.raises(SystemExit, match="1 of 1"):
         predict.main(["--model", str(export_dir), "-i", str(bad), "-o", str(tmp_path / "y.nii")])
     assert not (tmp_path / "y.nii").exists()
-    with pytest.raises(SystemExit, match="not a training workdir"):
+    with pytest.raises(SystemExit, match="model.json does not exist"):
         predict.main(["--model", str(tmp_path), "-i", str(bad), "-o", str(tmp_path / "y.nii")])

@@ -7,7 +7,6 @@ export), so the export and predict tests share one model and few compiled shapes
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 
 from configs import default
 from petseg_jax.data.schema import DEFAULT_SCHEMA
+from petseg_jax.inference.spec import make_inference_spec, write_model_file
 from petseg_jax.models import build_model
 from petseg_jax.training.checkpointing import Checkpointer
 from petseg_jax.training.optim import make_optimizer
@@ -35,6 +35,7 @@ def tiny_config():
     config.model.max_features = 16
     config.model.dtype = "float32"
     config.evaluation.batch_size = 2
+    config.data.normalization.mode = "case"  # the test images have no SUV factor
     return config
 
 
@@ -68,10 +69,12 @@ def tiny_workdir(root: Path) -> Path:
     workdir = root / "tiny_run"
     config = tiny_config()
     schema = DEFAULT_SCHEMA
-    meta = {"config": json.loads(config.to_json_best_effort()), "schema": schema.to_json(),
-            "splits": {}, "store": ""}
+    no_cases = {"train": [], "val": [], "test": []}
+    write_model_file(workdir, make_inference_spec(
+        config, schema, {"spacing": list(config.data.spacing), "cases": {}}, no_cases,
+        root / "no_store"))
     ckpt = Checkpointer(workdir / "checkpoints")
-    ckpt.save(1, random_state(config, schema.num_classes), {}, meta, metrics={"val_dice": 0.5})
+    ckpt.save(1, random_state(config, schema.num_classes), {}, {}, metrics={"val_dice": 0.5})
     ckpt.close()
     return workdir
 

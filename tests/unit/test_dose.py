@@ -79,7 +79,7 @@ def test_estimate_count_scale_errors():
 
 def test_loguniform_factors():
     rng = np.random.default_rng(7)
-    cfg = DoseConfig(min_factor=1.0, max_factor=100.0)
+    cfg = DoseConfig.from_config(dict(min_factor=1.0, max_factor=100.0))
     logs = np.log10([sample_dose_factor(rng, cfg) for _ in range(4000)])
     assert logs.min() >= 0.0 and logs.max() <= 2.0
     assert np.histogram(logs, bins=4, range=(0, 2))[0] == pytest.approx([1000] * 4, rel=0.15)
@@ -87,35 +87,36 @@ def test_loguniform_factors():
 
 def test_choice_and_uniform_factors():
     rng = np.random.default_rng(8)
-    picks = {sample_dose_factor(rng, DoseConfig(distribution="choice", choices=(4, 20)))
-             for _ in range(50)}
+    choice = DoseConfig.from_config({"distribution": "choice", "choices": (4.0, 20.0)})
+    picks = {sample_dose_factor(rng, choice) for _ in range(50)}
     assert picks == {4.0, 20.0}
-    draws = [sample_dose_factor(rng, DoseConfig(distribution="uniform", min_factor=2,
-                                                max_factor=3)) for _ in range(200)]
+    uniform = DoseConfig.from_config(dict(distribution="uniform", min_factor=2.0, max_factor=3.0))
+    draws = [sample_dose_factor(rng, uniform) for _ in range(200)]
     assert 2.0 <= min(draws) and max(draws) <= 3.0 and np.mean(draws) == pytest.approx(2.5,
                                                                                       abs=0.1)
 
 
 def test_augment_dose_probability_and_stored_factor():
     rng = np.random.default_rng(9)
-    off = DoseConfig(prob=0.0)
+    off = DoseConfig.from_config(dict(prob=0.0))
     assert augment_dose(FLAT, rng, off, SCALE)[0] is FLAT
-    always = DoseConfig(prob=1.0, distribution="choice", choices=(10.0,))
+    always = DoseConfig.from_config({"prob": 1.0, "distribution": "choice", "choices": (10.0,)})
     out, factor = augment_dose(FLAT, rng, always, SCALE, stored_factor=1.0)
     assert factor == 10.0 and out.var() > 0
     out, factor = augment_dose(FLAT, rng, always, SCALE, stored_factor=20.0)  # cannot add counts
     assert factor == 20.0 and out is FLAT
-    applied = sum(augment_dose(FLAT[:2, :2, :2], rng, DoseConfig(prob=0.3, min_factor=2.0), SCALE)
+    some = DoseConfig.from_config(dict(prob=0.3, min_factor=2.0))
+    applied = sum(augment_dose(FLAT[:2, :2, :2], rng, some, SCALE)
                   [1] > 1.0 for _ in range(2000))
     assert applied == pytest.approx(600, abs=80)
 
 
 def test_bad_dose_config():
     with pytest.raises(ValueError, match="prob"):
-        DoseConfig(prob=2.0)
+        DoseConfig.from_config(dict(prob=2.0))
     with pytest.raises(ValueError, match="distribution"):
-        DoseConfig.from_json({"distribution": "gamma"})
-    with pytest.raises(ValueError, match="unknown dose"):
-        DoseConfig.from_json({"max": 3})
+        DoseConfig.from_config({"distribution": "gamma"})
+    with pytest.raises(ValueError, match="did you mean .data.dose_augmentation.max_factor."):
+        DoseConfig.from_config({"max": 3})
     with pytest.raises(ValueError, match=">= 1"):
         simulate_dose_reduction(FLAT, 0.5, SCALE, np.random.default_rng(0))

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from requires import import_or_skip
+
 from petseg_jax import metrics
 
 
@@ -137,8 +139,8 @@ def test_pet_errors_and_organ_metrics_agree_with_single_metrics():
 
 
 def test_matches_monai_when_installed():
-    torch = pytest.importorskip("torch")
-    monai_metrics = pytest.importorskip("monai.metrics")
+    torch = import_or_skip("torch")
+    monai_metrics = import_or_skip("monai.metrics")
     rng = np.random.default_rng(0)
     spacing = (1.0, 1.5, 2.5)
     ref = (ndimage.gaussian_filter(rng.random((30, 26, 18)), 2.0) > 0.5).astype(np.uint8)

@@ -1,5 +1,6 @@
 """Intensity normalization: SUV / per-case units, transforms, JSON config."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_suv_log1p():
 
 
 def test_without_suv_factor_falls_back_to_case_scaling():
-    cfg = NormalizationConfig(mode="suv", case_reference=8.0)
+    cfg = NormalizationConfig.from_config(dict(mode="suv", case_reference=8.0))
     expected = np.log1p(IMAGE / STATS["p99.5"] * 8.0)
     np.testing.assert_allclose(normalize(IMAGE, None, STATS, cfg), expected, rtol=1e-5)
     # mode "case" ignores a known SUV factor
@@ -36,7 +37,7 @@ def test_without_suv_factor_falls_back_to_case_scaling():
 
 
 def test_clip_transform_and_scale():
-    cfg = NormalizationConfig(transform="clip", clip_percentile=50, scale=2.0)
+    cfg = NormalizationConfig.from_config(dict(transform="clip", clip_percentile=50, scale=2.0))
     out = normalize(IMAGE, 0.25, STATS, cfg)
     assert out.min() >= 0.0 and out.max() == pytest.approx(2.0)
     ceiling = STATS["p50"] * 0.25
@@ -44,7 +45,7 @@ def test_clip_transform_and_scale():
 
 
 def test_patch_equals_crop_of_whole_and_zero_stays_zero():
-    cfg = NormalizationConfig()
+    cfg = NormalizationConfig.from_config()
     whole = normalize(IMAGE.astype(np.float16), None, STATS, cfg)
     patch = normalize(IMAGE[2:7, 3:9, 1:5].astype(np.float16), None, STATS, cfg)
     np.testing.assert_array_equal(patch, whole[2:7, 3:9, 1:5])
@@ -60,16 +61,17 @@ def test_out_buffer_is_filled():
 
 
 def test_json_round_trip():
-    cfg = NormalizationConfig(mode="case", transform="clip", clip_percentile=99.5, scale=3.0)
-    assert NormalizationConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
-    assert NormalizationConfig.from_json(None) == NormalizationConfig()
+    cfg = NormalizationConfig.from_config(dict(mode="case", transform="clip", clip_percentile=99.5,
+                                               scale=3.0))
+    assert NormalizationConfig.from_config(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+    assert NormalizationConfig.from_config(None) == NormalizationConfig.from_config()
 
 
 @pytest.mark.parametrize("bad, match", [({"mode": "z"}, "mode"), ({"transform": "z"}, "transform"),
                                         ({"scale": 0}, "scale"), ({"wrong": 1}, "unknown")])
 def test_bad_config(bad, match):
     with pytest.raises(ValueError, match=match):
-        NormalizationConfig.from_json(bad)
+        NormalizationConfig.from_config(bad)
 
 
 def test_bad_stats_name_the_case():
@@ -78,4 +80,4 @@ def test_bad_stats_name_the_case():
     with pytest.raises(ValueError, match="case c7.*p90"):
         normalize(IMAGE, 1.0, STATS, {"transform": "clip", "clip_percentile": 90}, case_id="c7")
     with pytest.raises(ValueError, match="case c7.*suv_factor"):
-        unit_factor(-1.0, STATS, NormalizationConfig(), "c7")
+        unit_factor(-1.0, STATS, NormalizationConfig.from_config(), "c7")

@@ -53,7 +53,7 @@ def test_adamw_first_step_and_no_clip():
 
 
 def test_bad_config_is_reported():
-    with pytest.raises(ValueError, match="unknown optimizer config"):
+    with pytest.raises(ValueError, match="unknown config key .optim.learning_rate.*did you mean"):
         make_schedule({"learning_rate": 1.0}, 10)
     with pytest.raises(ValueError, match="optim.name"):
         make_optimizer({"name": "lion"}, 10)

@@ -183,7 +183,7 @@ def test_case_rows_flag_organs_cut_by_the_field_of_view():
             "metadata": {"tracer": "FDG", "center": "X", "dose_reduction_factor": 1.0,
                          "attenuation_corrected": True, "field_of_view": "conventional"}}
     rows = case_rows("c1", case, ref, ref, np.ones(ref.shape, np.float32),
-                     LabelSchema(("liver", "spleen", "heart")))
+                     LabelSchema(("liver", "spleen", "heart")), nsd_tolerance_mm=2.0)
     assert [(r["organ"], r["fov_truncated"]) for r in rows] == [
         ("liver", False), ("spleen", True), ("heart", False)]
     assert {r["field_of_view"] for r in rows} == {"conventional"}

@@ -12,7 +12,8 @@ LIVER = DEFAULT_SCHEMA.id_of("liver")
 
 def _spec(**extra):
     return {"schema": DEFAULT_SCHEMA.to_json(), "patch_size": [8, 8, 8], "overlap": 0.5,
-            "mirror_axes": [], "batch_size": 2, "largest_component_labels": None,
+            "total_stride": [4, 4, 4], "mirror_axes": [], "batch_size": 2,
+            "largest_component": False, "largest_component_labels": [], "position_ranges": {},
             "position_channels": False, "nonzero_mask": False} | extra
 
 
@@ -35,8 +36,9 @@ def test_labels_outside_the_signal_region_are_background_with_nonzero_mask():
     assert (plain == LIVER).all()
     masked = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(nonzero_mask=True))
     np.testing.assert_array_equal(masked == LIVER, x > 0)
-    both = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {}, _spec(nonzero_mask=True),
-                   largest_component=True)  # the mask comes first: the body, not the air, wins
+    both = segment(x, (2.0, 2.0, 2.0), _liver_everywhere, {},  # the mask comes first: the body,
+                   _spec(nonzero_mask=True, largest_component=True,  # not the air, wins
+                         largest_component_labels=[LIVER]))
     np.testing.assert_array_equal(both == LIVER, np.pad(np.ones((10, 8, 8), bool),
                                                         ((3, 3), (2, 2), (1, 1))))
 
@@ -74,6 +76,7 @@ def test_bed_and_large_empty_regions_stay_background():
     x = np.zeros((40, 40, 12), np.float32)
     x[15:25, 18:28, 2:10] = 1.0  # the body
     x[8:32, 14:16, :] = np.random.default_rng(0).uniform(0, 0.01, (24, 2, 12))  # noisy bed
-    labels = segment(x, (6.0, 6.0, 6.0), _liver_everywhere, {}, _spec(nonzero_mask=True),
-                     largest_component=True)
+    labels = segment(x, (6.0, 6.0, 6.0), _liver_everywhere, {},
+                     _spec(nonzero_mask=True, largest_component=True,
+                           largest_component_labels=[LIVER]))
     np.testing.assert_array_equal(labels == LIVER, x == 1.0)

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from requires import import_or_skip
+
 from petseg_jax.data import position
 from petseg_jax.inference import sliding_window
 from petseg_jax.inference.sliding_window import window_starts
@@ -167,8 +169,8 @@ def test_bad_input_is_rejected(volume):
 
 
 def test_matches_monai_when_installed(volume):
-    torch = pytest.importorskip("torch")
-    monai_inferers = pytest.importorskip("monai.inferers")
+    torch = import_or_skip("torch")
+    monai_inferers = import_or_skip("monai.inferers")
 
     def predictor(t):  # channels-first torch <-> channels-last numpy
         x = t.permute(0, 2, 3, 4, 1).numpy()

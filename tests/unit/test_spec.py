@@ -1,4 +1,4 @@
-"""The inference spec: construction from a training config, validation, JSON round trip."""
+"""The model record (inference spec): construction at training start, validation, the file."""
 
 from __future__ import annotations
 
@@ -21,9 +21,16 @@ def _config(**data):
     return config
 
 
-def test_spec_from_config_is_json_and_valid():
+def _manifest(cases=None, spacing=(2.0, 2.0, 2.0)):
+    return {"spacing": list(spacing), "cases": cases or {}}
+
+
+NO_SPLITS = {"train": [], "val": [], "test": []}
+
+
+def test_spec_from_config_is_json_and_valid(tmp_path):
     schema = LabelSchema(("liver", "spleen"))
-    spec = spec_lib.make_inference_spec(_config(), schema, 7, "runs/x")
+    spec = spec_lib.make_inference_spec(_config(), schema, _manifest(), NO_SPLITS, tmp_path)
     assert json.loads(json.dumps(spec)) == spec  # plain JSON (tuples became lists)
     assert spec_lib.check_spec(spec) == spec
     assert spec["format_version"] == spec_lib.FORMAT_VERSION
@@ -31,58 +38,71 @@ def test_spec_from_config_is_json_and_valid():
     assert len(spec["total_stride"]) == 3 and all(16 % s == 0 for s in spec["total_stride"])
     assert spec_lib.spec_schema(spec) == schema
     assert spec["normalization"]["mode"] == "suv" and "case_reference" in spec["normalization"]
-    assert spec["training"]["step"] == 7 and spec["training"]["config"]["model"]["n_stages"] == 3
+    assert spec["training"]["step"] is None and spec["training"]["config"]["model"]["n_stages"] == 3
+    assert spec["splits"] == NO_SPLITS and spec["store"] == str(tmp_path.resolve())
     assert spec["in_channels"] == 1 and spec["position_channels"] is False
     assert spec["nonzero_mask"] is True  # the default config's evaluation.nonzero_mask
-    assert spec["position_ranges"] is None  # evaluation.position_prior_mm = 0: off
-    with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema, 7, None)
+    assert spec["position_ranges"] == {}  # evaluation.position_prior_mm = 0: off
+    assert spec["largest_component"] is False and spec["mirror_axes"] == []
+    with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema,
+                                                 _manifest(), NO_SPLITS, tmp_path)
     assert with_position["in_channels"] == 4 and with_position["position_channels"] is True
     assert spec_lib.check_spec(with_position) == with_position
 
 
-def test_empty_spacing_comes_from_the_store(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps(
-        {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "spacing": [1.5, 1.5, 3.0],
-         "cases": {}}))
-    spec = spec_lib.make_inference_spec(_config(spacing=(), store=str(tmp_path)),
-                                        DEFAULT_SCHEMA, None, None)
+def test_spacing_is_the_stores():
+    spec = spec_lib.make_inference_spec(_config(spacing=()), DEFAULT_SCHEMA,
+                                        _manifest(spacing=(1.5, 1.5, 3.0)), NO_SPLITS, "s")
     assert spec["spacing"] == [1.5, 1.5, 3.0]
-    assert spec["largest_component_labels"] is None  # no training case: unknown
 
 
-def test_largest_component_labels_come_from_the_training_cases(tmp_path):
-    def case(split, components):
-        return {"metadata": {"split": split}, "class_components": components}
-    cases = {"a": case("train", {"1": 1, "2": 3, "3": 1}), "b": case("train", {"1": 1, "3": 1}),
-             "c": case("test", {"3": 2})}  # test cases never decide
-    (tmp_path / "manifest.json").write_text(json.dumps(
-        {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "spacing": [2.0] * 3,
-         "cases": cases}))
-    spec = spec_lib.make_inference_spec(_config(store=str(tmp_path)), DEFAULT_SCHEMA, 1, None)
-    assert spec["largest_component_labels"] == [1, 3]
-    assert spec["position_ranges"] is None
-    del cases["b"]["class_components"]  # a store from before the counts: unknown
-    (tmp_path / "manifest.json").write_text(json.dumps(
-        {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "spacing": [2.0] * 3,
-         "cases": cases}))
-    spec = spec_lib.make_inference_spec(_config(store=str(tmp_path)), DEFAULT_SCHEMA, 1, None)
-    assert spec["largest_component_labels"] is None
-    missing = spec_lib.make_inference_spec(_config(store=str(tmp_path / "nope")),
-                                           DEFAULT_SCHEMA, 1, None)
-    assert missing["largest_component_labels"] is None
+def test_post_processing_decisions_come_from_the_training_cases():
+    def case(components):
+        return {"shape": [10, 10, 10], "spacing": [2.0] * 3, "class_components": components,
+                "class_locations": {"1": [[1, 2, 3], [4, 5, 6]]},
+                "metadata": {"tracer": "FDG", "center": "A", "dose_reduction_factor": 1,
+                             "attenuation_corrected": True}}
+    cases = {"a": case({"1": 1, "2": 3, "3": 1}), "b": case({"1": 1, "3": 1}),
+             "c": case({"3": 2})}  # a test case never decides
+    splits = {"train": ["a", "b"], "val": [], "test": ["c"]}
+    config = _config()
+    config.evaluation.largest_component = True
+    config.evaluation.position_prior_mm = 10.0
+    config.evaluation.mirror = True
+    spec = spec_lib.make_inference_spec(config, DEFAULT_SCHEMA, _manifest(cases), splits, "s")
+    assert spec["largest_component"] is True and spec["largest_component_labels"] == [1, 3]
+    assert list(spec["position_ranges"]) == ["1"] and spec["mirror_axes"] == [0]
+    assert spec["training_data"] == {"cases": 2, "tracers": ["FDG"], "centers": ["A"],
+                                     "dose_reduction_factors": [1.0],
+                                     "attenuation_corrected": [True]}
+    del cases["b"]["class_components"]  # a store from before the counts: an error naming it
+    with pytest.raises(spec_lib.SpecError, match=r"class_components.*\['b'\]"):
+        spec_lib.make_inference_spec(config, DEFAULT_SCHEMA, _manifest(cases), splits, "s")
+
+
+def test_model_file_round_trip_and_missing_file(tmp_path):
+    spec = spec_lib.make_inference_spec(_config(), DEFAULT_SCHEMA, _manifest(), NO_SPLITS, "s")
+    spec_lib.write_model_file(tmp_path, spec)
+    assert spec_lib.read_model_file(tmp_path) == spec
+    with pytest.raises(spec_lib.SpecError, match=r"nope/model.json does not exist"):
+        spec_lib.read_model_file(tmp_path / "nope")
+    del spec["largest_component_labels"]
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(spec_lib.SpecError, match=r"missing keys \['largest_component_labels'\]"):
+        spec_lib.read_model_file(tmp_path)
 
 
 @pytest.fixture
 def valid_spec():
-    return {"format_version": 1, "schema": DEFAULT_SCHEMA.to_json(), "patch_size": [16, 16, 16],
-            "spacing": [2.0, 2.0, 2.0], "total_stride": [4, 4, 4],
-            "normalization": {"mode": "case", "transform": "clip"}, "overlap": 0.5,
-            "mirror_axes": [], "input_layout": "NXYZC", "output_layout": "NXYZK",
-            "input_dtype": "float32", "output_dtype": "float32"}
+    config = _config()
+    config.data.patch_size = (16, 16, 16)
+    config.data.normalization.mode = "case"
+    config.data.normalization.transform = "clip"
+    return spec_lib.make_inference_spec(config, DEFAULT_SCHEMA, _manifest(), NO_SPLITS, "s")
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format_version": 2}, "newer"),
+    ({"format_version": spec_lib.FORMAT_VERSION + 1}, "newer"),
     ({"format_version": None}, "format_version"),
     ({"patch_size": [16, 16, 18]}, "multiple"),
     ({"spacing": [2.0, 0.0, 2.0]}, "positive"),

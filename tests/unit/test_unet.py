@@ -20,7 +20,7 @@ def x16():
 @pytest.mark.parametrize("n_stages", [2, 3, 4])
 def test_output_shapes_deep_supervision_and_eval(name, n_stages, x16):
     cfg = {"name": name, "n_stages": n_stages, "base_features": 4, "max_features": 8,
-           "blocks_per_stage": 1, "decoder_blocks": 1}
+           "blocks_per_stage": 1, "decoder_blocks": 1, "dtype": "float32"}
     model = build_model(cfg, 1, CLASSES, nnx.Rngs(0))
     outs = model(x16)  # built in training mode
     assert [o.shape[1] for o in outs] == [16 // 2 ** i for i in range(n_stages - 1)]
@@ -39,7 +39,7 @@ def test_features_capped_and_blocks_per_stage():
     cfg = model_config({"n_stages": 5, "base_features": 32, "max_features": 128,
                         "blocks_per_stage": [1, 2, 2, 3, 3]})
     assert cfg["features"] == [32, 64, 128, 128, 128]
-    model = build_model({"name": "resenc", "n_stages": 3, "base_features": 4,
+    model = build_model({"name": "resenc", "n_stages": 3, "base_features": 4, "dtype": "float32",
                          "blocks_per_stage": [1, 2, 3], "decoder_blocks": [1, 2]}, 2, CLASSES,
                         nnx.Rngs(0))
     assert [len(s) for s in model.encoder] == [1, 2, 3]
@@ -63,14 +63,15 @@ def test_total_stride_and_anisotropic_strides():
     assert total_stride({"n_stages": 5}) == (16, 16, 16)
     cfg = ml_collections.ConfigDict({"n_stages": 3, "strides": [1, [2, 2, 1], 2]})
     assert total_stride(cfg) == (4, 4, 2)
-    model = build_model({**cfg.to_dict(), "base_features": 4, "deep_supervision": True}, 1,
+    model = build_model({**cfg.to_dict(), "base_features": 4, "deep_supervision": True,
+                         "dtype": "float32"}, 1,
                         CLASSES, nnx.Rngs(0))
     outs = model(jnp.ones((1, 8, 8, 4, 1)))
     assert [o.shape[1:4] for o in outs] == [(8, 8, 4), (4, 4, 4)]  # stage 1 keeps Z
 
 
 def test_bad_config_is_reported():
-    with pytest.raises(ValueError, match="unknown model config keys"):
+    with pytest.raises(ValueError, match="did you mean .model.n_stages."):
         model_config({"n_stage": 3})
     with pytest.raises(ValueError, match="model.name"):
         model_config({"name": "vnet"})
