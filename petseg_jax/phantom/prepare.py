@@ -38,10 +38,12 @@ def ensure_store(data_cfg: Mapping[str, Any], seed: int = 0) -> Path:
 
         log.info("generating %d phantom cases into %s", phantom["cases"], raw)
         t0 = time.perf_counter()
-        phantom_lib.main(["--out", str(raw), "--cases", str(phantom["cases"]),
-                          "--seed", str(phantom["seed"]), "--spacing", str(phantom["spacing"]),
-                          "--test-fraction", str(phantom["test_fraction"]), "--overwrite",
-                          "--workers", str(max(1, min(os.cpu_count() or 1, phantom["cases"])))])
+        status = phantom_lib.main([
+            "--out", str(raw), "--cases", str(phantom["cases"]), "--seed", str(phantom["seed"]),
+            "--spacing", str(phantom["spacing"]), "--test-fraction", str(phantom["test_fraction"]),
+            "--overwrite", "--workers", str(max(1, min(os.cpu_count() or 1, phantom["cases"])))])
+        if status:
+            raise RuntimeError(f"phantom generation into {raw} failed (exit status {status})")
         log.info("phantom generation took %.0f s", time.perf_counter() - t0)
     from petseg_jax.data import ingest as ingest_lib
 
