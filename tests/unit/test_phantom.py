@@ -183,7 +183,10 @@ def test_labels_depend_only_on_subject(cases):
     psma = phantom.generate_case(SEED, "PSMA", "center_c", 50, False, SPACING)
     np.testing.assert_array_equal(psma.labels, ref)
     assert psma.metadata.field_of_view == "total_body"
-    other = phantom.generate_case(SEED + 1, spacing_mm=SPACING).labels
+    other_subject = Anatomy(SEED + 1)  # labels only: no scan needed
+    grid = Grid.covering(*other_subject.field_of_view(), (SPACING,) * 3)
+    other = phantom.render_maps(other_subject, grid, "FDG", dict.fromkeys(UPTAKE_KEYS, 1.0),
+                                np.random.default_rng(0))[2]
     assert other.shape != ref.shape or not np.array_equal(other, ref)
 
 
