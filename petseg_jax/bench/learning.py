@@ -22,7 +22,6 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from petseg_jax.bench import common
