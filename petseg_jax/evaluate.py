@@ -3,10 +3,7 @@
     python -m petseg_jax.evaluate --workdir W [--store S] [--split test] [--step N]
                                   [--dose-sweep 1,4,10,20,50,100]
 
-Uses the best checkpoint (by validation Dice) unless ``--step`` is given, predicts every case of
-the split recorded in ``W/model.json`` by sliding window on the store's grid (RAS, the training
-spacing) with the post-processing the model records (what ``predict`` applies), and writes
-``W/eval/``: ``cases.csv``, ``summary.json``, ``report.md``, ``report.html`` and figures.
+See :mod:`petseg_jax.evaluation.evaluate` for what it does and writes.
 """
 
 from __future__ import annotations

@@ -3,14 +3,7 @@
     python -m petseg_jax.export --workdir W --out DIR [--dtype float32|bfloat16]
                                 [--platforms cpu,cuda] [--step N]
 
-The exported function maps a normalized patch batch ``(b, X, Y, Z, C)`` float32 to logits
-``(b, X, Y, Z, K)`` float32, with a symbolic batch size and symbolic spatial sizes constrained to
-multiples of the network's total stride (``"b, 16*x, 16*y, 16*z, 1"``), the weights baked in as
-constants and one lowering per platform in a single artifact. ``--dtype`` is the compute and
-weight dtype. Convolutions use the fast CPU path in the CPU lowering (the same numbers as
-in-process prediction on CPU) and plain XLA convolutions on other platforms. ``DIR`` (written
-atomically: built beside it, then renamed) holds ``model.jaxexport``, ``model.mlir`` and
-``meta.json`` (see :mod:`petseg_jax.inference.serving`).
+See :mod:`petseg_jax.training.export` for what it does and writes.
 """
 
 from __future__ import annotations

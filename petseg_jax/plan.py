@@ -3,13 +3,7 @@
     python -m petseg_jax.plan --store STORE --memory-gb G [--devices N] [--out plan.json]
         [--target local|gpu] [--config configs/default.py] [--config.key=value ...]
 
-Fingerprints the store's manifest, derives the target spacing and a ladder of candidates (patch
-following the median case shape, depth from the patch, batch from 2 per device), compiles
-candidates of the config's exact train step to read their memory per device from XLA, and keeps
-the largest that fits ``--memory-gb`` (GiB per device). Plans are per device: ``--devices N``
-multiplies the batch per device into the global ``data.batch_size``. ``plan.json`` holds the
-fingerprint, the chosen values, the candidates tried and the reasons; train with
-``--config.plan=plan.json``.
+See :mod:`petseg_jax.planning.plan` for what it does and writes.
 """
 
 from __future__ import annotations
