@@ -163,6 +163,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def warn(message: str) -> None:
+    """A warning on stderr that does not break the progress bars."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
           ) -> list[tuple[str, Callable[[Progress, Stages], list[dict]]]]:
     """(name, run(progress, stages)) per case of the input."""
@@ -177,7 +182,7 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
                                      "is a file")
         return [(s.uid, lambda progress, stages, s=s: predict_series(
             predictor, s, args.output, args.overrides, options, progress=progress,
-            stages=stages))
+            stages=stages, tracer=args.tracer, warn=warn))
                 for s in dicom.pet_series(args.input, args.series)]
     if args.series is not None:
         raise ValueError("--series selects a DICOM series; -i is not a DICOM folder")
@@ -198,7 +203,7 @@ def _jobs(args: argparse.Namespace, predictor: Predictor, options: OutputOptions
 
     def run(src: Path, dst: Path, progress: Progress, stages: Stages) -> list[dict]:
         for warning in input_warnings(predictor.spec, src, args.tracer):
-            tqdm.write(f"warning: {src.name}: {warning}", file=sys.stderr)
+            warn(f"{src.name}: {warning}")
         return predictor.predict_nifti(src, dst, calibration=calibration, options=options,
                                        preview=preview(src, dst), progress=progress,
                                        stages=stages)

@@ -11,6 +11,7 @@ on its own grid by the :class:`~.nifti_pipeline.Predictor`, and written as asked
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import nibabel as nib
 import numpy as np
 
 from petseg_jax.data import dicom
+from petseg_jax.data.nifti import voxel_spacing
 from petseg_jax.data.suv import SuvOverrides, from_headers
 from petseg_jax.inference.dicom_output import write_rtstruct, write_seg
+from petseg_jax.inference.installed import card_warnings
 from petseg_jax.inference.nifti_pipeline import Predictor
 from petseg_jax.inference.outputs import OutputOptions, write_nifti_outputs, write_preview
 from petseg_jax.inference.sliding_window import Progress
@@ -37,14 +40,22 @@ def nifti_image(volume: dicom.PetVolume, image: np.ndarray | None = None) -> nib
 def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
                    overrides: SuvOverrides = SuvOverrides(),
                    options: OutputOptions = OutputOptions(), progress: Progress | None = None,
-                   stages: Stages | None = None) -> list[dict[str, Any]]:
+                   stages: Stages | None = None, tracer: str | None = None,
+                   warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Predict one series into ``out_root/<SeriesInstanceUID>/``; returns its stats rows.
     Nothing is written when the series or its SUV headers are invalid.
     ``progress(windows_done, windows_total)`` follows the sliding window; ``stages`` gets the
-    seconds per stage (as :meth:`Predictor.predict_nifti`)."""
+    seconds per stage (as :meth:`Predictor.predict_nifti`); ``warn`` gets each model-card
+    warning (a ``tracer`` the model never saw, a spacing far from the training spacing)."""
     stages = stages or Stages()
     with stages("read"):
         volume = dicom.read_pet(info)
+        if warn is not None:
+            for warning in card_warnings(predictor.spec["training_data"],
+                                         predictor.spec["spacing"],
+                                         [float(v) for v in voxel_spacing(volume.affine)],
+                                         tracer):
+                warn(f"series {volume.uid}: {warning}")
         if options.dicom and volume.multiframe:
             raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT "
                              "are written for single-frame series only (use --output-type nifti)")

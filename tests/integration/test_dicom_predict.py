@@ -143,9 +143,12 @@ def test_cli_lists_chooses_and_predicts_series(dicom_folder, export_dir, tmp_pat
     assert all(s.uid in listed for s in series) and "PET oblique" in listed
     out, table = tmp_path / "out", tmp_path / "organs.csv"
     rows = predict.main(["--model", str(export_dir), "-i", str(dicom_folder), "-o", str(out),
-                         "--stats", str(table), "--device", "gpu",
+                         "--stats", str(table), "--device", "gpu", "--tracer", "Rb-82",
                          "--compile-cache", str(tmp_path / "cache")])
-    assert "JAX finds no GPU" in capsys.readouterr().err  # CPU-only test machine
+    err = capsys.readouterr().err
+    assert "JAX finds no GPU" in err  # CPU-only test machine
+    for s in series:  # the model card's warning, per series
+        assert f"series {s.uid}: tracer 'Rb-82' is not one the model was trained on" in err
     assert sorted(p.name for p in out.iterdir()) == sorted(s.uid for s in series)
     for s in series:
         assert sorted(p.name for p in (out / s.uid).iterdir()) == ["labels.json",
