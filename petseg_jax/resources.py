@@ -17,7 +17,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +111,24 @@ def peak_device_bytes() -> int | None:
     return None if peak is None else int(peak)
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temp file and rename it into place: readers never see half a file."""
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a hidden temporary file beside ``path`` (same name ending, so
+    writers that go by the suffix, like ``.nii.gz`` or ``.png``, still work), then rename it into
+    place: readers never see half a file, and a failed write leaves nothing behind."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{os.getpid()}.tmp.{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (:func:`write_atomic`)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1) + "\n"))
 
 
 class Stages:

@@ -9,13 +9,14 @@ The serving path imports this module, so it must stay free of JAX/Flax.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from petseg_jax.resources import write_atomic
 
 # Majority vote samples each target voxel on a sub-grid of at most this many points per axis.
 MAX_SUBSAMPLES = 5
@@ -236,24 +237,13 @@ def to_original_grid(data: np.ndarray, affine: np.ndarray, original: nib.Nifti1I
                                  outside="nearest")
 
 
-def _write_atomic(img: nib.Nifti1Image, path: str | Path) -> None:
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
     """Write a NIfTI atomically (temp file + rename); integer data keeps its integer dtype."""
     img = nib.Nifti1Image(data, np.asarray(affine, float))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    _write_atomic(img, path)
+    write_atomic(path, lambda tmp: nib.save(img, str(tmp)))
 
 
 def save_like(path: str | Path, data: np.ndarray, reference: nib.Nifti1Image) -> None:
@@ -269,4 +259,4 @@ def save_like(path: str | Path, data: np.ndarray, reference: nib.Nifti1Image) ->
     img = nib.Nifti1Image(data, reference.affine, header)
     img.set_qform(ref.get_qform(), code=int(ref["qform_code"]))
     img.set_sform(ref.get_sform(), code=int(ref["sform_code"]))
-    _write_atomic(img, path)
+    write_atomic(path, lambda tmp: nib.save(img, str(tmp)))

@@ -27,16 +27,15 @@ import dataclasses
 import io
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.data.store import write_json_atomic
+from petseg_jax.data.nifti import save as save_nifti  # noqa: F401  (the raw format's writer)
+from petseg_jax.resources import write_atomic
 
 KNOWN_TRACERS: tuple[str, ...] = ("FDG", "PSMA", "DOTATATE", "FAPI", "Grazytracer")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -182,12 +181,6 @@ def label_file(raw_dir: str | Path, case_id: str, file_ending: str = ".nii.gz") 
     return Path(raw_dir) / LABELS_DIR / f"{case_id}{file_ending}"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_dataset_json(raw_dir: str | Path, schema: LabelSchema, num_training: int,
                        file_ending: str = ".nii.gz", name: str | None = None) -> Path:
     """Write ``dataset.json`` (single PET channel, the schema's labels and left/right pairs)."""
@@ -210,21 +203,8 @@ def write_metadata_csv(raw_dir: str | Path, rows: Iterable[CaseMetadata]) -> Pat
     for row in rows:
         writer.writerow([_csv_cell(getattr(row, c)) for c in columns])
     path = Path(raw_dir) / METADATA_CSV
-    _write_text_atomic(path, buf.getvalue())
+    write_atomic(path, lambda tmp: tmp.write_text(buf.getvalue()))
     return path
-
-
-def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
-    """Save a NIfTI file (compressed when the name ends in .gz) via a temp name + rename."""
-    path = Path(path)
-    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    nib.save(img, tmp)
-    os.replace(tmp, path)
 
 
 def read_metadata_csv(path: str | Path, strict: bool = True

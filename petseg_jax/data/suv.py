@@ -32,7 +32,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from pydicom.valuerep import DA, DT, TM
 
 from petseg_jax import metrics
 from petseg_jax.data.nifti import voxel_spacing
+from petseg_jax.resources import write_atomic
 
 log = logging.getLogger("petseg_jax.suv")
 
@@ -418,15 +418,11 @@ def write_table(path: str | Path, rows: Iterable[Mapping[str, Any]],
                 columns: Sequence[str]) -> None:
     """Write organ statistics rows (:func:`organ_table`, with ``columns``) as CSV atomically;
     booleans as ``true``/``false``, unknown values as ``nan``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             writer.writerows({k: str(v).lower() if isinstance(v, bool) else v
                               for k, v in row.items()} for row in rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)

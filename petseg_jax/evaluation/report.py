@@ -24,7 +24,6 @@ import csv
 import html
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from petseg_jax.inference import preview  # noqa: E402
 from petseg_jax.inference.preview import save_figure  # noqa: E402  (study_report uses it too)
+from petseg_jax.resources import write_atomic
 
 Row = Mapping[str, Any]
 # metadata column -> summary key of its group table
@@ -203,17 +203,8 @@ def summarize_dose_sweep(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- writing helpers
-def replace_into(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_text(path: Path, text: str) -> None:
-    replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def json_safe(obj: Any) -> Any:
@@ -237,7 +228,7 @@ def _write_csv(path: Path, rows: Sequence[Row]) -> None:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
-    replace_into(path, write)
+    write_atomic(path, write)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -452,7 +443,7 @@ def write_report(eval_dir: str | Path, rows: Sequence[Row], *,
         _dose_curve(figures[-1], summary["dose_sweep"]["details"], summary["dose_sweep"]["by_tracer"],
                     "Robustness: Dice at re-simulated dose levels")
     figures += [Path(p) for p in mip_pngs]
-    replace_into(eval_dir / "summary.json",
+    write_atomic(eval_dir / "summary.json",
                   lambda tmp: tmp.write_text(json.dumps(json_safe(summary), indent=1)))
     tables = _tables(summary)
     intro = [f"Aggregation: {AGGREGATION}."]

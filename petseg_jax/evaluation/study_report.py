@@ -27,6 +27,7 @@ import numpy as np
 
 from petseg_jax.evaluation import report
 from petseg_jax.evaluation.report import Table, sort_keys
+from petseg_jax.resources import write_atomic
 
 # The paper's published values (mean DSC). Multi-center: FDG at four institutions, averaged over
 # dose reduction factors and AC/NAC. Cross-tracer: trained on FDG, per test tracer.
@@ -428,7 +429,7 @@ def write_study(out: Path, plan: Mapping[str, Any], runs: Sequence[Mapping[str, 
     summary = summarize_study(plan, runs)
     figures = study_figures(out / "figures", summary)
     summary["figures"] = [p.relative_to(out).as_posix() for p in figures]
-    report.replace_into(out / "study.json", lambda tmp: tmp.write_text(
+    write_atomic(out / "study.json", lambda tmp: tmp.write_text(
         json.dumps(report.json_safe(summary), indent=1)))
     overrides = " ".join(f"--config.{k}={v}" for k, v in plan["overrides"])
     intro = [f"Config {plan['config_file']} {overrides}; seeds 0..{plan['seeds'] - 1}; "

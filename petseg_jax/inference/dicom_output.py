@@ -19,8 +19,6 @@ Files are written atomically (temporary file + rename).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +28,10 @@ from petseg_jax import __version__
 from petseg_jax.data.dicom import LPS_TO_RAS, PetVolume
 from petseg_jax.data.organ_codes import ANATOMICAL_STRUCTURE, organ_color_255, snomed
 from petseg_jax.data.schema import LabelSchema
+from petseg_jax.resources import write_atomic
 
 MANUFACTURER = "petseg_jax"
 SCT = "SCT"
-
-
-def _save_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _check_grid(labels: np.ndarray, volume: PetVolume) -> np.ndarray:
@@ -109,7 +96,7 @@ def write_seg(path: str | Path, labels: np.ndarray, volume: PetVolume, schema: L
         instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name="petseg_jax",
         software_versions=__version__, device_serial_number="0",
         series_description=series_description)
-    return _save_atomic(Path(path), lambda tmp: seg.save_as(tmp))
+    return write_atomic(path, lambda tmp: seg.save_as(tmp))
 
 
 def read_seg(path: str | Path, schema: LabelSchema) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +145,7 @@ def write_rtstruct(path: str | Path, labels: np.ndarray, volume: PetVolume, sche
         rtstruct.add_roi(mask=mask, name=schema.name_of(label_id),
                          color=list(organ_color_255(label_id)))
     rtstruct.ds.Manufacturer = MANUFACTURER
-    return _save_atomic(Path(path), lambda tmp: rtstruct.ds.save_as(tmp, enforce_file_format=True))
+    return write_atomic(path, lambda tmp: rtstruct.ds.save_as(tmp, enforce_file_format=True))
 
 
 def _with_study_id(ds: Dataset) -> Dataset:

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +18,7 @@ import numpy as np
 
 from petseg_jax.data import nifti
 from petseg_jax.data.schema import LabelSchema
+from petseg_jax.resources import write_json_atomic
 
 OUTPUT_TYPES = ("nifti", "dicom_seg", "dicom_rtstruct")
 
@@ -43,18 +42,6 @@ class OutputOptions:
     @property
     def dicom(self) -> bool:
         return any(t.startswith("dicom") for t in self.types)
-
-
-def write_json_atomic(path: Path, obj) -> Path:
-    """Write ``obj`` as indented JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def write_labels_json(path: Path, schema: LabelSchema) -> Path:

@@ -10,7 +10,6 @@ mm-true aspect. matplotlib only (Agg backend), no JAX.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from petseg_jax.data.organ_codes import organ_color  # noqa: E402
+from petseg_jax.resources import write_atomic  # noqa: E402
 
 ALPHA = 0.45
 VIEWS = {"coronal": 1, "sagittal": 0}  # view -> the RAS axis projected away
@@ -106,16 +106,11 @@ def add_legend(fig, ids: Sequence[int], label_names: Mapping[int, str]) -> None:
 
 def save_figure(fig, path: str | Path) -> Path:
     """Save ``fig`` as PNG atomically (temporary file + rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
+                                                          bbox_inches="tight"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def preview_figure(out_png: str | Path, pet: np.ndarray, labels: np.ndarray,

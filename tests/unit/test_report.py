@@ -118,7 +118,7 @@ def test_every_file_is_written(written):
         assert (eval_dir / name).stat().st_size > 0, name
     for png in eval_dir.glob("**/*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(eval_dir.glob("**/.*.tmp"))
+    assert not list(eval_dir.glob("**/.*.tmp*"))
     with (eval_dir / "cases.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(ROWS) and rows[2]["case_id"] == "b" and float(rows[2]["dice"]) == 0.9
