@@ -86,15 +86,14 @@ def load_jax_params(net: TorchUNet, params: Mapping[str, Any]) -> TorchUNet:
         seq[1].bias.copy_(_t(p["norm"]["bias"], 0))
 
     with torch.no_grad():
-        for stage, p_stage in zip(net.encoder, params["encoder"].values()):
+        stages = [*zip(net.encoder, params["encoder"].values()),
+                  *zip(net.decoders, params["decoders"].values())]
+        for stage, p_stage in stages:
             for b, p in zip(stage, p_stage.values()):
                 block(b, p)
         for up, p in zip(net.ups, params["ups"].values()):
             up.weight.copy_(_t(p["kernel"], 3, 4, 0, 1, 2))
             up.bias.copy_(_t(p["bias"], 0))
-        for dec, p_dec in zip(net.decoders, params["decoders"].values()):
-            for b, p in zip(dec, p_dec.values()):
-                block(b, p)
         for head, p in zip(net.heads, params["heads"].values()):
             head.weight.copy_(_t(p["kernel"], 4, 3, 0, 1, 2))
             head.bias.copy_(_t(p["bias"], 0))

@@ -34,7 +34,10 @@ MANUFACTURER = "petseg_jax"
 SCT = "SCT"
 
 
-def _check_grid(labels: np.ndarray, volume: PetVolume) -> np.ndarray:
+def _organs_on_grid(labels: np.ndarray, volume: PetVolume, schema: LabelSchema,
+                    what: str) -> tuple[np.ndarray, list[int]]:
+    """``labels`` checked against the series grid, and the organ ids present in it; an error
+    naming ``what`` (the object to write) when there is nothing to write."""
     if volume.multiframe:
         raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT are "
                          "written for single-frame series only (use --output-type nifti)")
@@ -42,15 +45,13 @@ def _check_grid(labels: np.ndarray, volume: PetVolume) -> np.ndarray:
     if labels.shape != volume.image.shape:
         raise ValueError(f"labels of shape {labels.shape} are not on the series grid "
                          f"{volume.image.shape}")
-    return labels
-
-
-def _present(labels: np.ndarray, schema: LabelSchema) -> list[int]:
     ids = [int(i) for i in np.unique(labels) if i]
     bad = [i for i in ids if i >= schema.num_classes]
     if bad:
         raise ValueError(f"labels {bad} are not in the schema (1..{schema.num_classes - 1})")
-    return ids
+    if not ids:
+        raise ValueError(f"series {volume.uid}: no organ in the label map: no {what} to write")
+    return labels, ids
 
 
 def _segment_description(number: int, label_id: int, schema: LabelSchema):
@@ -80,10 +81,7 @@ def write_seg(path: str | Path, labels: np.ndarray, volume: PetVolume, schema: L
     """Write ``labels`` (on ``volume``'s grid) as a DICOM-SEG referencing its series."""
     import highdicom as hd
 
-    labels = _check_grid(labels, volume)
-    ids = _present(labels, schema)
-    if not ids:
-        raise ValueError(f"series {volume.uid}: no organ in the label map: no DICOM-SEG to write")
+    labels, ids = _organs_on_grid(labels, volume, schema, "DICOM-SEG")
     segment_of = np.zeros(schema.num_classes, np.uint8)
     segment_of[ids] = np.arange(1, len(ids) + 1)
     pixels = segment_of[labels].transpose(2, 1, 0)  # (slices, rows, columns), as the headers
@@ -129,10 +127,7 @@ def write_rtstruct(path: str | Path, labels: np.ndarray, volume: PetVolume, sche
     from rt_utils import RTStruct
     from rt_utils.ds_helper import create_rtstruct_dataset
 
-    labels = _check_grid(labels, volume)
-    ids = _present(labels, schema)
-    if not ids:
-        raise ValueError(f"series {volume.uid}: no organ in the label map: no RTSTRUCT to write")
+    labels, ids = _organs_on_grid(labels, volume, schema, "RTSTRUCT")
     row_spacing, column_spacing = (float(v) for v in volume.headers[0].PixelSpacing)
     if abs(row_spacing - column_spacing) > 1e-4 * row_spacing:
         raise ValueError(f"series {volume.uid}: PixelSpacing {row_spacing} x {column_spacing} is "
