@@ -65,7 +65,11 @@ def get_config() -> ml_collections.ConfigDict:
     data.dose_augmentation.max_factor = 100.0
     data.dose_augmentation.distribution = "loguniform"  # loguniform | uniform | choice
     data.dose_augmentation.choices = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)  # for "choice"
-    data.dose_augmentation.exact_below = 2.0  # factors below this: exact Poisson thinning
+    data.dose_augmentation.exact_below = 2.0  # independent model: Poisson drawn exactly below this
+    # simulator: the scanner simulator's noise (correlated texture, variance following activity,
+    # attenuation, axial sensitivity and the factor; petseg_jax/physics/noise.py), from the
+    # store's noise maps; independent: the sessions 1-3 model (Poisson per voxel, white)
+    data.dose_augmentation.noise_model = "simulator"
 
     # Model (petseg_jax/models/unet.py documents each key).
     config.model = model = ml_collections.ConfigDict()

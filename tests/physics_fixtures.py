@@ -6,9 +6,9 @@ from scipy import ndimage
 SPACING = (3.0, 3.0, 3.0)
 
 
-def ellipse_phantom():
-    """A 34 x 25 cm elliptical trunk (3 mm, 12 slices) with liver, lung and a hot lesion."""
-    nx, ny, nz = 114, 84, 12
+def ellipse_phantom(nz: int = 12):
+    """A 34 x 25 cm elliptical trunk (3 mm, ``nz`` slices) with liver, lung and a hot lesion."""
+    nx, ny = 114, 84
     x, y = np.meshgrid((np.arange(nx) - (nx - 1) / 2) * 3.0, (np.arange(ny) - (ny - 1) / 2) * 3.0,
                        indexing="ij")
     regions = {"body": (x / 170) ** 2 + (y / 125) ** 2 < 1,

@@ -109,7 +109,11 @@ def write_synthetic_store(out: str | Path, *, cases: int, shape: Sequence[int], 
             suv_factor = 1.0 / kbq_per_suv
         store.write_array(store.image_path(out, case_id), image, spacing)
         store.write_array(store.label_path(out, case_id), label, spacing)
-        entries[case_id] = _case_entry(image, label, spacing, metadata, suv_factor, rng)
+        # independent Poisson noise: white, variance image / count scale
+        store.write_array(store.noise_path(out, case_id),
+                          np.maximum(image.astype(np.float32), 0.0) / np.float32(scale), spacing)
+        entries[case_id] = _case_entry(image, label, spacing, metadata, suv_factor, rng) | {
+            "noise": {"scale": 1.0 / scale, "texture": None}}
     manifest = {"format_version": store.FORMAT_VERSION, "schema": schema.to_json(),
                 "spacing": list(map(float, spacing)), "image_dtype": image_dtype, "cases": entries}
     store.write_json_atomic(out / store.MANIFEST, manifest)

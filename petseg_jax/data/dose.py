@@ -1,9 +1,14 @@
-"""Low-dose simulation: Poisson statistics in the count domain, seeded and reproducible.
+"""Low-dose simulation of a stored image, seeded and reproducible: one function,
+:func:`reduce_dose`, for the input pipeline's dose augmentation and the evaluation's dose sweep.
 
-Pure numpy (no jax, no grain): the input pipeline's dose augmentation and the evaluation's dose
-sweep share it.
+Pure numpy (no jax, no grain). Two models (config ``data.dose_augmentation.noise_model``):
 
-Model. A stored image ``x`` (raw units) corresponds to expected counts ``x * c`` per voxel, with
+- ``"simulator"`` (default): the scanner simulator's noise, :mod:`petseg_jax.physics.noise` (a
+  correlated texture, variance following activity, attenuation, axial sensitivity and the
+  factor), from the full-dose variance map and texture that ingest stores per case;
+- ``"independent"``: the sessions 1-3 model below (Poisson per voxel, white noise).
+
+Independent model. A stored image ``x`` (raw units) corresponds to expected counts ``x * c`` per voxel, with
 ``c`` the case's *count scale* (counts per image unit); it already carries Poisson noise of
 variance ``x / c`` in image units. A scan with ``f`` times fewer counts has variance ``f * x / c``.
 :func:`simulate_dose_reduction` adds exactly the missing part, a zero-mean Poisson term of
@@ -32,8 +37,10 @@ from typing import Any
 import numpy as np
 
 from petseg_jax.configuration import section
+from petseg_jax.physics.noise import Texture, add_dose_noise
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice")
+MODELS = ("simulator", "independent")
 _MAD_TO_SIGMA = 1.4826
 _MIN_VOXELS = 512
 _DENSE_STEPS = 4  # inversion steps run on every small-count voxel
@@ -55,6 +62,7 @@ class DoseConfig:
     max_factor: float
     choices: tuple[float, ...]
     exact_below: float
+    noise_model: str = "simulator"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None = None) -> "DoseConfig":
@@ -74,6 +82,8 @@ class DoseConfig:
         if not self.choices or min(self.choices) < 1.0:
             raise ValueError(f"dose choices must be a non-empty list of factors >= 1, got "
                              f"{self.choices}")
+        if self.noise_model not in MODELS:
+            raise ValueError(f"dose noise_model {self.noise_model!r} is not one of {MODELS}")
         if self.exact_below < 0.0:
             raise ValueError(f"exact_below must be >= 0, got {self.exact_below}")
 
@@ -222,20 +232,70 @@ def simulate_dose_reduction(image: np.ndarray, factor: float, count_scale: float
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DoseNoise:
+    """What a lower dose of one image (or patch) needs: its ``model`` and, for ``"simulator"``,
+    the full-dose ``variance`` map of the same voxels and the ``texture`` (None: white); for
+    ``"independent"``, the ``count_scale``."""
+
+    model: str
+    variance: np.ndarray | None = None
+    texture: Texture | None = None
+    count_scale: float | None = None
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"dose model {self.model!r} is not one of {MODELS}")
+        if self.model == "simulator" and self.variance is None:
+            raise ValueError("the simulator dose model needs the case's noise variance map")
+        if self.model == "independent" and self.count_scale is None:
+            raise ValueError("the independent dose model needs a count scale")
+
+    @classmethod
+    def simulator(cls, noise_entry: Mapping[str, Any], variance: np.ndarray) -> "DoseNoise":
+        """The simulator model of a store case: its manifest ``noise`` entry and its variance
+        map (or the patch of it)."""
+        texture = noise_entry.get("texture")
+        return cls("simulator", variance, None if texture is None else Texture.from_json(texture))
+
+
+def reduce_dose(image: np.ndarray, factor: float, stored_factor: float, noise: DoseNoise,
+                rng: np.random.Generator, *, exact_below: float = 2.0, inplace: bool = False
+                ) -> np.ndarray:
+    """``image`` (stored at ``stored_factor``) re-simulated at dose reduction ``factor`` relative
+    to full dose (float32); a factor at or below the stored one leaves it as it is (a copy unless
+    ``inplace``). The one function for augmentation and the evaluation's dose sweep."""
+    if not factor >= 1.0:
+        raise ValueError(f"dose reduction factor must be >= 1, got {factor}")
+    if noise.model == "simulator":
+        out = add_dose_noise(image, noise.variance, factor, stored_factor, noise.texture, rng)
+        if inplace and isinstance(image, np.ndarray) and image.dtype == np.float32:
+            image[...] = out
+            return image
+        return out
+    if factor <= stored_factor:
+        return image if inplace else np.array(image, np.float32)
+    return simulate_dose_reduction(image, factor / stored_factor, noise.count_scale, rng,
+                                   exact_below=exact_below, inplace=inplace)
+
+
 def augment_dose(image: np.ndarray, rng: np.random.Generator, cfg: DoseConfig,
-                 count_scale: float, stored_factor: float = 1.0, *, inplace: bool = False
+                 noise: DoseNoise | float, stored_factor: float = 1.0, *, inplace: bool = False
                  ) -> tuple[np.ndarray, float]:
-    """With probability ``cfg.prob``, re-simulate ``image`` at a drawn target dose factor.
+    """With probability ``cfg.prob``, re-simulate ``image`` at a drawn target dose factor
+    (:func:`reduce_dose`).
 
     Returns the (possibly unchanged) image and the effective dose reduction factor relative to
-    full dose. ``stored_factor`` is the image's own factor (metadata ``dose_reduction_factor``);
-    ``inplace`` as in :func:`simulate_dose_reduction`.
+    full dose. ``noise``: the image's :class:`DoseNoise`, or a count scale (independent model);
+    ``stored_factor`` is the image's own factor (metadata ``dose_reduction_factor``).
     The draws come from ``rng`` in a fixed order, so a seeded ``rng`` reproduces the result.
     """
+    if not isinstance(noise, DoseNoise):
+        noise = DoseNoise("independent", count_scale=float(noise))
     if cfg.prob <= 0.0 or rng.random() >= cfg.prob:
         return image, float(stored_factor)
     target = sample_dose_factor(rng, cfg)
     if target <= stored_factor:
         return image, float(stored_factor)
-    return (simulate_dose_reduction(image, target / stored_factor, count_scale, rng,
-                                    exact_below=cfg.exact_below, inplace=inplace), target)
+    return (reduce_dose(image, target, stored_factor, noise, rng, exact_below=cfg.exact_below,
+                        inplace=inplace), target)

@@ -6,7 +6,11 @@
 Every case is validated (readable, 3-D or single-frame 4-D, image and label of equal shape and
 affine, label values in the schema, finite intensities, a valid metadata row), reoriented to
 RAS, resampled to the target spacing (default: the dataset's median spacing; image linear,
-labels nearest) and written as one image and one label array. Bad input is an error naming the
+labels nearest) and written as one image and one label array, plus the dose model's full-dose
+noise variance map (:mod:`petseg_jax.physics.noise`: attenuation from the body outline and the
+labels, the axial profile of the ``field_of_view`` column's scanner class (default total body),
+the texture of the ``psf_fwhm_mm`` / ``post_fwhm_mm`` columns (default 3 / 3 mm), the level
+from the image's own noise). Bad input is an error naming the
 case and the problem (exit 1); ``--skip-invalid`` reports such cases and leaves them out.
 
 Never half-written: each finished case gets a marker in ``STORE/.ingest/`` (holding its manifest
@@ -42,6 +46,7 @@ from petseg_jax.data.normalization import intensity_stats
 from petseg_jax.data.raw_dataset import RawDataset, RawDatasetError
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.console import entry_point, setup_logging
+from petseg_jax.physics import noise as noise_model
 from petseg_jax.workers import process_pool
 
 log = logging.getLogger(__name__)
@@ -151,6 +156,29 @@ def component_counts(labels: np.ndarray) -> dict[str, int]:
             for i, box in enumerate(boxes) if box is not None}
 
 
+def _noise_map(task: CaseTask, data: np.ndarray, labels: np.ndarray, schema: LabelSchema,
+               spacing: list[float]) -> dict[str, Any] | None:
+    """Write the case's full-dose noise variance map (the dose model's,
+    :func:`petseg_jax.physics.noise.full_dose_variance`); returns its manifest entry, or None
+    (with a warning) for an image whose noise cannot be measured (noise-free, too little
+    tissue): the simulator dose model then refuses the case."""
+    meta = task.metadata
+    texture = noise_model.Texture(meta.get("psf_fwhm_mm", noise_model.DEFAULT_PSF_FWHM_MM),
+                                  meta.get("post_fwhm_mm", noise_model.DEFAULT_POST_FWHM_MM),
+                                  spacing)
+    try:
+        variance, scale = noise_model.full_dose_variance(
+            data.astype(np.float32), labels, {schema.id_of(n): n for n in schema.names}, spacing,
+            texture, bool(meta["attenuation_corrected"]), meta.get("field_of_view", "total_body"),
+            float(meta["dose_reduction_factor"]))
+    except ValueError as e:
+        log.warning("case %s: no noise map (%s); the simulator dose model cannot use it",
+                    task.case_id, e)
+        return None
+    store_lib.write_array(store_lib.noise_path(task.store, task.case_id), variance, spacing)
+    return {"scale": scale, "texture": texture.to_json()}
+
+
 def process_case(task: CaseTask) -> dict[str, Any]:
     """Validate, reorient, resample and write one case; returns its manifest entry.
 
@@ -171,6 +199,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
     spacing = nifti.voxel_spacing(affine).tolist()
     store_lib.write_array(store_lib.image_path(task.store, task.case_id), data, spacing)
     store_lib.write_array(store_lib.label_path(task.store, task.case_id), labels, spacing)
+    noise = _noise_map(task, data, labels, schema, spacing)
     rng = np.random.default_rng([opts["seed"], zlib.crc32(task.case_id.encode())])
     counts = np.bincount(labels.ravel(), minlength=schema.num_classes)
     entry = {
@@ -183,6 +212,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         "class_locations": _class_locations(labels, opts["locations_per_class"], rng),
         "class_components": component_counts(labels),
         "intensity": intensity_stats(data),
+        "noise": noise,
     }
     store_lib.write_json_atomic(_marker_path(task.store, task.case_id),
                                 {"fingerprint": task.fingerprint(), "entry": entry})
@@ -233,7 +263,7 @@ def _prepare_store(store: Path, options: dict[str, Any]) -> None:
     if stale or unknown:
         log.info("store %s was made with other ingest options: rebuilding it", store)
         (store / store_lib.MANIFEST).unlink(missing_ok=True)
-        for sub in (MARKERS, store_lib.IMAGES, store_lib.LABELS):
+        for sub in (MARKERS, store_lib.IMAGES, store_lib.LABELS, store_lib.NOISE):
             shutil.rmtree(store / sub, ignore_errors=True)
     (store / MARKERS).mkdir(parents=True, exist_ok=True)
     store_lib.write_json_atomic(options_file, options)
@@ -249,7 +279,7 @@ def _reusable(task: CaseTask) -> dict[str, Any] | None:
 
 def _drop_stale_cases(store: Path, keep: set[str]) -> None:
     """Remove arrays and markers of cases that are not (or no longer) in the store."""
-    for sub in (store_lib.IMAGES, store_lib.LABELS):
+    for sub in (store_lib.IMAGES, store_lib.LABELS, store_lib.NOISE):
         for path in (store / sub).glob("*"):
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)

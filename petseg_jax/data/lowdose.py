@@ -39,7 +39,7 @@ from petseg_jax.data.raw_dataset import (
     IMAGES_DIR, LABELS_DIR, METADATA_CSV, RawDataset,
     image_file, label_file, save_nifti, write_dataset_json)
 from petseg_jax.data.store import write_json_atomic
-from petseg_jax.physics.attenuation import mu_from_hu, mu_from_labels
+from petseg_jax.physics.attenuation import body_outline, mu_from_hu, mu_from_labels
 from petseg_jax.physics.scanners import FIELDS_OF_VIEW
 from petseg_jax.physics.simulation import Imaging, acquire, estimate_sensitivity, simulate
 
@@ -55,17 +55,6 @@ def _noise_sigma(image: np.ndarray, body: np.ndarray) -> float:
     neighbours = sum(np.roll(x, s, a)[1:-1, 1:-1, 1:-1] for a in range(3) for s in (-1, 1)) / 6
     residual = (image - neighbours)[body]
     return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
-
-
-def body_outline(image: np.ndarray) -> np.ndarray:
-    """The body: smoothed activity above 30% of its typical tissue level, holes filled per
-    slice."""
-    smooth = ndimage.gaussian_filter(np.maximum(image, 0.0), 1.0)
-    tissue = smooth[smooth > 0.05 * np.percentile(smooth, 99.0)]
-    body = smooth > 0.3 * np.median(tissue) if tissue.size else np.zeros(image.shape, bool)
-    for z in range(body.shape[2]):
-        body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
-    return body
 
 
 def _ct_mu(ct_path: Path, shape, affine, case_id: str) -> np.ndarray:

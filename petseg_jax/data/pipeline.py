@@ -47,7 +47,7 @@ from absl import flags
 from grain.multiprocessing import SharedMemoryArray
 
 from petseg_jax.data import position, sampling, store
-from petseg_jax.data.dose import DoseConfig, augment_dose, estimate_count_scale
+from petseg_jax.data.dose import DoseConfig, DoseNoise, augment_dose, estimate_count_scale
 from petseg_jax.configuration import section
 from petseg_jax.data.normalization import NormalizationConfig, normalize
 from petseg_jax.workers import exit_with_parent
@@ -98,6 +98,7 @@ class CaseInfo:
     stored_factor: float
     count_scale: float | None
     locations: dict[int, np.ndarray]
+    noise: dict[str, Any] | None = None  # the manifest's noise entry (dose model)
 
     @classmethod
     def from_manifest(cls, case_id: str, entry: Mapping[str, Any]) -> "CaseInfo":
@@ -107,7 +108,7 @@ class CaseInfo:
         return cls(case_id, tuple(int(s) for s in entry["shape"]),
                    tuple(float(s) for s in entry["spacing"]), entry.get("suv_factor"),
                    dict(entry["intensity"]), float(meta.get("dose_reduction_factor", 1.0)),
-                   meta.get("count_scale"), locations)
+                   meta.get("count_scale"), locations, entry.get("noise"))
 
 
 def data_config(data_cfg: DataConfig | Mapping[str, Any] | None = None) -> DataConfig:
@@ -216,6 +217,11 @@ class PatchSource:
         self.cfg = cfg
         self.seed = int(seed)
 
+    @property
+    def _simulated_dose(self) -> bool:
+        dose = self.cfg.dose_augmentation
+        return dose.prob > 0.0 and dose.noise_model == "simulator"
+
     def epoch_case(self, index: int) -> int:
         """Case (position in ``cases``) of global sample ``index``: one permutation per epoch."""
         n = len(self.cases)
@@ -251,6 +257,19 @@ class PatchSource:
                 raise ValueError(f"case {case.case_id}: {e}") from None
         return cache[key]
 
+    def _noise(self, case: CaseInfo) -> ts.TensorStore:
+        if case.noise is None:
+            raise store.StoreError(
+                f"case {case.case_id} has no noise map for the simulator dose model: ingest the "
+                "store again, or set data.dose_augmentation.noise_model=independent")
+        return _open(store.noise_path(self.store_dir, case.case_id), self.cfg.cache_mb)
+
+    def _dose_noise(self, case: CaseInfo, variance: np.ndarray | None) -> DoseNoise:
+        """The patch's :class:`DoseNoise` (its variance patch for the simulator model)."""
+        if variance is None:
+            return DoseNoise("independent", count_scale=self.count_scale(case))
+        return DoseNoise.simulator(case.noise, variance)
+
     def read(self, requests: Sequence[tuple[int, int, bool]]) -> dict[str, np.ndarray]:
         """Patches for ``(sample index, case position, foreground)`` requests, stacked.
 
@@ -273,9 +292,10 @@ class PatchSource:
             if positions is not None:
                 positions[len(pending)] = position.patch_position(box.lower, case.shape,
                                                                   case.spacing)
+            noise_read = self._noise(case)[src].read() if self._simulated_dose else None
             pending.append((case, rng, dst, self._image(case)[src].read(),
-                            self._label(case)[src].read()))
-        for k, (case, rng, dst, image_read, label_read) in enumerate(pending):
+                            self._label(case)[src].read(), noise_read))
+        for k, (case, rng, dst, image_read, label_read, noise_read) in enumerate(pending):
             raw = _scratch(self.patch_size)
             inside = all(d.stop - d.start == p for d, p in zip(dst, self.patch_size))
             if not inside:  # padding: image 0, label background
@@ -288,8 +308,13 @@ class PatchSource:
                 raise store.StoreError(f"case {case.case_id}: reading a patch failed: {e}") \
                     from None
             if self.cfg.dose_augmentation.prob > 0.0:
-                raw, _ = augment_dose(raw, rng, self.cfg.dose_augmentation, self.count_scale(case),
-                                      case.stored_factor, inplace=True)
+                variance = None
+                if noise_read is not None:
+                    variance = np.zeros(self.patch_size, np.float32)  # no noise in padding
+                    variance[dst] = noise_read.result()
+                raw, _ = augment_dose(raw, rng, self.cfg.dose_augmentation,
+                                      self._dose_noise(case, variance), case.stored_factor,
+                                      inplace=True)
             normalize(raw, case.suv_factor, case.intensity, self.cfg.normalization,
                       case_id=case.case_id, out=images[k, ..., 0])
         batch = {"image": images, "label": labels}

@@ -13,7 +13,8 @@ Layout::
 k = 1/k of the counts), ``attenuation_corrected`` (true/false), optional ``split``
 (train/val/test), optional SUV columns ``patient_weight_kg, injected_activity_bq, units``,
 optional ``field_of_view`` (``total_body``: the whole subject; ``long_axial``: ~1 m placed by the
-operator; ``conventional``: skull base to mid-thigh).
+operator; ``conventional``: skull base to mid-thigh), optional ``psf_fwhm_mm, post_fwhm_mm``
+(the reconstruction's modelled PSF and post-filter: the noise texture of the dose model).
 Other columns are ignored. Empty cells of optional columns mean "unknown".
 
 :class:`RawDataset` reads and validates a folder; :func:`write_dataset_json`,
@@ -47,7 +48,7 @@ CHANNEL_SUFFIX = "_0000"
 REQUIRED_COLUMNS = ("case_id", "tracer", "center", "dose_reduction_factor",
                     "attenuation_corrected")
 OPTIONAL_COLUMNS = ("split", "patient_weight_kg", "injected_activity_bq", "units",
-                    "field_of_view")
+                    "field_of_view", "psf_fwhm_mm", "post_fwhm_mm")
 FIELDS_OF_VIEW: tuple[str, ...] = ("total_body", "long_axial", "conventional")
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "ac"})
 _FALSE = frozenset({"false", "f", "no", "n", "0", "nac"})
@@ -91,6 +92,8 @@ class CaseMetadata:
     injected_activity_bq: float | None = None
     units: str | None = None
     field_of_view: str | None = None
+    psf_fwhm_mm: float | None = None  # scanner PSF modelled in the reconstruction (noise texture)
+    post_fwhm_mm: float | None = None  # the reconstruction's Gaussian post-filter
 
     def __post_init__(self):
         if not self.case_id:
@@ -113,6 +116,10 @@ class CaseMetadata:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise RawDatasetError(f"case {self.case_id}: {name} must be > 0, got {value}")
+        for name in ("psf_fwhm_mm", "post_fwhm_mm"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise RawDatasetError(f"case {self.case_id}: {name} must be >= 0, got {value}")
 
     def suv_factor(self) -> float | None:
         """Multiply the image by this to get SUV (body weight); None when it cannot be known."""
@@ -156,7 +163,7 @@ def _parse_row(cells: Mapping[str, str], where: str) -> CaseMetadata:
     parsers = {"tracer": canonical_tracer, "center": str, "dose_reduction_factor": float,
                "attenuation_corrected": parse_bool, "split": str.lower,
                "patient_weight_kg": float, "injected_activity_bq": float, "units": str,
-               "field_of_view": str.lower}
+               "field_of_view": str.lower, "psf_fwhm_mm": float, "post_fwhm_mm": float}
     for column, parse in parsers.items():
         text = cells.get(column, "")
         if not text:

@@ -6,6 +6,7 @@ Layout (written by :mod:`petseg_jax.data.ingest`)::
       manifest.json          # written last, atomically: a store without it is incomplete
       images/<case_id>/      # zarr3, (X, Y, Z), RAS, float32 or float16, raw PET units
       labels/<case_id>/      # zarr3, (X, Y, Z), uint8 schema ids
+      noise/<case_id>/       # zarr3, (X, Y, Z), float32 full-dose noise variance (image units^2)
       .ingest/               # ingest's per-case completion markers (resume after interruption)
 
 Arrays are sharded (``sharding_indexed``) with small inner chunks so that a patch read touches
@@ -22,7 +23,12 @@ few bytes; the voxel spacing is recorded in the arrays' ``dimension_units`` (e.g
                          "suv_factor": float | null,        # SUV = image * suv_factor
                          "class_voxels": {"<id>": n},
                          "class_locations": {"<id>": [[x, y, z], ...]},  # a sample
-                         "intensity": {"p0.5", "p50", "p99.5", "mean", "std"}}}}
+                         "intensity": {"p0.5", "p50", "p99.5", "mean", "std"},
+                         "noise": {"scale": s, "texture": {psf_fwhm_mm, post_fwhm_mm,
+                                   spacing} | null}}}}
+
+The noise map and entry are the dose model's (:mod:`petseg_jax.physics.noise`): the variance of
+the stored image's noise at full dose, and its texture (null: independent voxels).
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ import tensorstore as ts
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.resources import write_json_atomic  # noqa: F401  (store's callers import it here)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: noise maps (session 5)
 MANIFEST = "manifest.json"
 IMAGES = "images"
 LABELS = "labels"
+NOISE = "noise"
 DEFAULT_INNER_CHUNK = 32
 DEFAULT_SHARD = 256
 
@@ -110,6 +117,11 @@ def label_path(store: str | Path, case_id: str) -> Path:
     return Path(store) / LABELS / case_id
 
 
+def noise_path(store: str | Path, case_id: str) -> Path:
+    """The case's full-dose noise variance map."""
+    return Path(store) / NOISE / case_id
+
+
 def read_manifest(store: str | Path) -> dict[str, Any]:
     """The store's manifest; a clear error when the store is missing or incomplete."""
     path = Path(store) / MANIFEST
@@ -122,7 +134,8 @@ def read_manifest(store: str | Path) -> dict[str, Any]:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise StoreError(f"store {store} has format_version {version}; this petseg_jax reads "
-                         f"{FORMAT_VERSION}")
+                         f"{FORMAT_VERSION}: ingest the raw folder again (python -m "
+                         "petseg_jax.data.ingest)")
     return manifest
 
 

@@ -55,6 +55,19 @@ def case_rows(case_id: str, case: dict, pred: np.ndarray, ref: np.ndarray, image
     return rows
 
 
+def _dose_noise(store: Path, case_id: str, case: dict, image: np.ndarray, model: str
+                ) -> dose_lib.DoseNoise:
+    """The dose model of a store case, as the training augmentation uses it."""
+    if model == "independent":
+        return dose_lib.DoseNoise(model, count_scale=dose_lib.estimate_count_scale(
+            image, case["metadata"]))
+    if case.get("noise") is None:
+        raise store_lib.StoreError(f"case {case_id} of store {store} has no noise map: ingest "
+                                   "it again for the dose sweep")
+    return dose_lib.DoseNoise.simulator(
+        case["noise"], store_lib.read_array(store_lib.noise_path(store, case_id)))
+
+
 class CasePredictor:
     """Sliding-window prediction of a store case with one compiled program for all cases."""
 
@@ -92,6 +105,7 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, sweep_rows, mips = [], [], []
     rng = np.random.default_rng(DOSE_SWEEP_SEED)
+    dose_model = trained.config.data.dose_augmentation.get("noise_model", "simulator")
     for case_id in tqdm(case_ids, desc=f"evaluate {split}", unit="case"):
         case = manifest["cases"][case_id]
         image = store_lib.read_array(store_lib.image_path(store, case_id)).astype(np.float32)
@@ -107,9 +121,9 @@ def run(workdir: str | Path, store: str | Path | None = None, split: str = "test
                               label_names={i: schema.name_of(i) for i in schema.foreground_ids})
             mips.append(png)
         if dose_sweep and float(case["metadata"]["dose_reduction_factor"]) == 1.0:
-            count_scale = dose_lib.estimate_count_scale(image, case["metadata"])
+            noise = _dose_noise(store, case_id, case, image, dose_model)
             for factor in dose_sweep:
-                low = dose_lib.simulate_dose_reduction(image, float(factor), count_scale, rng)
+                low = dose_lib.reduce_dose(image, float(factor), 1.0, noise, rng)
                 sweep_rows += case_rows(case_id, case, predictor(low, case, case_id), ref, low,
                                         schema, nsd_mm, swept_dose_factor=float(factor))
     summary = report.write_report(out_dir, rows, dose_sweep_rows=sweep_rows or None,

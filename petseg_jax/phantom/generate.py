@@ -205,7 +205,7 @@ def generate_conditions(seed: int, tracer: str, center: str,
                             np.random.default_rng([seed, 4, tag]), field_of_view=field_of_view)
     return {(k, ac): PhantomCase(images[(k, ac)], labels, grid.affine, CaseMetadata(
         case_id, tracer, site.name, k, ac, None, anatomy.weight_kg, round(injected_bq), "Bq/ml",
-        field_of_view)) for k, ac in conditions}
+        field_of_view, site.psf_fwhm_mm, site.post_fwhm_mm)) for k, ac in conditions}
 
 
 # ----------------------------------------------------------------------------- dataset plan

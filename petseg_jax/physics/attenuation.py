@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import ndimage
 
 MU_WATER = 0.0096  # 1/mm at 511 keV (soft tissue)
 MU_LUNG = 0.0026
@@ -39,3 +40,14 @@ def mu_from_labels(body: np.ndarray, labels: np.ndarray, names: Mapping[int, str
             continue
         mu[labels == label] = value
     return mu
+
+
+def body_outline(image: np.ndarray) -> np.ndarray:
+    """The body: smoothed activity above 30% of its typical tissue level, holes filled per
+    slice."""
+    smooth = ndimage.gaussian_filter(np.maximum(image, 0.0), 1.0)
+    tissue = smooth[smooth > 0.05 * np.percentile(smooth, 99.0)]
+    body = smooth > 0.3 * np.median(tissue) if tissue.size else np.zeros(image.shape, bool)
+    for z in range(body.shape[2]):
+        body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
+    return body

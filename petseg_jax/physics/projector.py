@@ -1,10 +1,8 @@
 """Parallel-beam projector of one transaxial slice, applied to every slice at once.
 
-After single-slice rebinning (SSRB) a cylindrical scanner's 3-D data become one 2-D sinogram
-per transaxial slice, all with the same geometry. The system matrix of that one slice geometry
-is built once (Joseph's method: along each line of response, one linear interpolation per
-image row or column crossed, weighted by the path length in mm) and applied to all slices as a
-sparse-dense product, ``sinogram (rows, z) = A (rows, x*y) @ image (x*y, z)``.
+The system matrix of the slice geometry (:mod:`geometry`, Joseph's method) is built once and
+applied to all slices as a sparse-dense product, ``sinogram (rows, z) = A (rows, x*y) @ image
+(x*y, z)``.
 
 The views are split into interleaved OSEM subsets. Each subset's block and its transpose are
 stored as ``jax.experimental.sparse.BCSR`` (BCOO is several times slower on CPU), padded with
@@ -24,66 +22,9 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
+from petseg_jax.physics.geometry import SliceGeometry, system_matrix
 
-@dataclasses.dataclass(frozen=True)
-class SliceGeometry:
-    """One transaxial slice (``nx`` x ``ny`` pixels of ``dx`` x ``dy`` mm) seen from ``views``
-    angles over 180 degrees, with radial bins of ``min(dx, dy)`` mm covering the diagonal."""
-
-    nx: int
-    ny: int
-    dx: float
-    dy: float
-    views: int
-
-    @property
-    def bin_mm(self) -> float:
-        """Radial bin width (mm)."""
-        return min(self.dx, self.dy)
-
-    @property
-    def bins(self) -> int:
-        """Radial bins per view."""
-        return int(np.ceil(np.hypot(self.nx * self.dx, self.ny * self.dy) / self.bin_mm))
-
-
-def system_matrix(geom: SliceGeometry) -> sp.csr_matrix:
-    """Joseph-method system matrix (float64, mm), rows ``view * bins + bin``, columns
-    ``x * ny + y``."""
-    nx, ny, dx, dy = geom.nx, geom.ny, geom.dx, geom.dy
-    nr = geom.bins
-    s = (np.arange(nr) - (nr - 1) / 2) * geom.bin_mm
-    rows, cols, vals = [], [], []
-    for view in range(geom.views):
-        theta = np.pi * view / geom.views
-        c, si = np.cos(theta), np.sin(theta)
-        # line: x cos + y sin = s; step along the axis the line is closer to
-        if abs(c) >= abs(si):  # steep in y: one interpolation in x per row
-            j = np.arange(ny)
-            y = (j - (ny - 1) / 2) * dy
-            x = (s[:, None] - y[None, :] * si) / c
-            frac, length, n_other = x / dx + (nx - 1) / 2, dy / abs(c), nx
-            other_major = True
-        else:  # one interpolation in y per column
-            i = np.arange(nx)
-            x = (i - (nx - 1) / 2) * dx
-            y = (s[:, None] - x[None, :] * c) / si
-            frac, length, n_other = y / dy + (ny - 1) / 2, dx / abs(si), ny
-            other_major = False
-        low = np.floor(frac)
-        weight_high = frac - low
-        ray = np.broadcast_to((view * nr + np.arange(nr))[:, None], frac.shape)
-        step = np.broadcast_to(np.arange(frac.shape[1])[None, :], frac.shape)
-        for offset, weight in ((0, 1.0 - weight_high), (1, weight_high)):
-            idx = low + offset
-            ok = (idx >= 0) & (idx < n_other) & (weight > 0)
-            idx = idx[ok].astype(np.int64)
-            col = idx * ny + step[ok] if other_major else step[ok] * ny + idx
-            rows.append(ray[ok])
-            cols.append(col)
-            vals.append(weight[ok] * length)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(geom.views * nr, nx * ny))
+__all__ = ["SliceGeometry", "SubsetProjector", "subset_projector", "system_matrix"]
 
 
 def _padded_blocks(blocks: list[sp.csr_matrix], dtype) -> tuple[np.ndarray, ...]:

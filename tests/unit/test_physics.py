@@ -132,12 +132,15 @@ def test_nac_darkens_the_centre_and_brightens_lungs_and_skin(scans):
     assert nac[centre].mean() / nac[edge].mean() < ac[centre].mean() / ac[edge].mean()
 
 
-@pytest.mark.parametrize("center", ["center_a", "center_b"])
-def test_point_source_resolution(center):
+@pytest.mark.parametrize("center,field_of_view", [("center_a", "total_body"),
+                                                  ("center_b", "total_body"),
+                                                  ("center_c", "total_body"),
+                                                  ("center_c", "conventional")])
+def test_point_source_resolution(center, field_of_view):
     site = CENTERS[center]
     activity = np.zeros((64, 64, 12), np.float32)
     activity[32, 40, 6] = 1e7
-    scan = acquire(activity, np.zeros_like(activity), (2.0, 2.0, 2.0), site, 1.0)
+    scan = acquire(activity, np.zeros_like(activity), (2.0, 2.0, 2.0), site, 1.0, field_of_view)
     image = image_of(scan, scan.prompts, 1.0, True, site.imaging)
     peak = np.unravel_index(np.argmax(image), image.shape)
     for axis in range(3):

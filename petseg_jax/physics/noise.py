@@ -1,0 +1,290 @@
+"""The simulator's low-dose noise, cheap enough for the input pipeline (numpy only, no jax).
+
+The images of :mod:`simulation` (binomial thinning, OSEM with the PSF modelled, post-filter)
+carry noise that is
+
+- correlated, with a stationary texture: its noise power spectrum (NPS) is that of the site's
+  sampled post-filter ``Kpost``, divided by a partly deconvolved sampled PSF ``Kpsf`` (OSEM's
+  resolution modelling sharpens the noise it recovers), times an in-plane smoothing of about
+  half a voxel (the projector's interpolation and OSEM's unconverged high frequencies)::
+
+      NPS(f) ~ |Kpost(f)|^2 |Kpsf(f)|^(-2 eta) exp(-4 pi^2 KAPPA^2 f_xy^2)   (f in cycles/voxel)
+
+  with ``eta = clip(ETA0 - ETA1 * sigma_psf / voxel, 0, 1)`` (the PSF is recovered less
+  the wider it is in voxels, at clinical iterations);
+- uneven: at full dose its variance is ``v1 = s * m`` with the shape
+  ``m = x_ref * (x / x_ref)^P * att^-BETA * profile^-1`` (``x`` the local activity, ``att``
+  the mean attenuation factor of the lines of response through the voxel, ``profile`` the
+  scanner's axial sensitivity) and ``s`` a per-case scale (the count level), estimated from the
+  image's own noise with the texture known (:func:`estimate_scale`);
+- proportional to the dose reduction factor ``k`` (variance ``k v1``), plus OSEM's low-count
+  excess ``1 + LOW_COUNT * min(k v1 / x^2, 1)`` (noise grows faster than ``k`` where the
+  relative noise is large: deep tissue at factor 100).
+
+The constants were fitted to the simulator (BUILD_NOTES.md, "Session 5 - issue 14"). A lower
+dose ``F`` of an image stored at factor ``k`` adds a zero-mean Gaussian field of this texture
+whose variance is the difference (:func:`add_dose_noise`); training augmentation and the
+evaluation's dose sweep share it (:mod:`petseg_jax.data.dose`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+
+from petseg_jax.physics.attenuation import body_outline, mu_from_labels
+from petseg_jax.physics.geometry import SliceGeometry, system_matrix
+from petseg_jax.physics.scanners import axial_sensitivity
+
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+P = 1.54  # variance ~ activity^P: hot voxels are relatively noisier in PSF OSEM
+BETA = 0.56  # variance ~ attenuation factor^-BETA (AC images; 0 for NAC)
+KAPPA = 0.55  # in-plane smoothing of the noise, voxels (Gaussian sigma)
+ETA0, ETA1 = 1.36, 1.8  # PSF deconvolution of the noise: eta = ETA0 - ETA1 * sigma_psf / voxel
+LOW_COUNT = 0.35  # variance excess at relative variance 1 (OSEM at very low counts)
+ATTENUATION_GRID_MM = 8.0  # attenuation maps are computed on a grid at least this coarse
+_MAD_TO_SIGMA = 1.4826
+# a case without PSF / post-filter metadata: the defaults of ``petseg_jax.data.lowdose``
+DEFAULT_PSF_FWHM_MM, DEFAULT_POST_FWHM_MM = 3.0, 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Texture:
+    """The noise texture of a site's images: PSF (modelled in OSEM) and post-filter FWHM, mm,
+    on a grid of ``spacing`` mm."""
+
+    psf_fwhm_mm: float
+    post_fwhm_mm: float
+    spacing: tuple[float, float, float]
+
+    def __post_init__(self):
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ValueError(f"texture spacing must be 3 positive numbers, got {self.spacing}")
+        if self.psf_fwhm_mm < 0 or self.post_fwhm_mm < 0:
+            raise ValueError(f"FWHMs must be >= 0, got psf {self.psf_fwhm_mm}, post "
+                             f"{self.post_fwhm_mm}")
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (the store's manifest keeps it per case)."""
+        return {"psf_fwhm_mm": self.psf_fwhm_mm, "post_fwhm_mm": self.post_fwhm_mm,
+                "spacing": list(self.spacing)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Texture":
+        return cls(float(obj["psf_fwhm_mm"]), float(obj["post_fwhm_mm"]), tuple(obj["spacing"]))
+
+
+WHITE = None  # a texture of None: independent voxels (the synthetic stores' Poisson noise)
+
+
+def _sampled_response(fwhm_mm: float, step: float, freq: np.ndarray) -> np.ndarray:
+    """Frequency response (cycles/voxel) of a Gaussian sampled on the grid, radius ceil(3 sigma),
+    as the simulator applies it."""
+    sigma = fwhm_mm * FWHM_TO_SIGMA / step
+    radius = int(np.ceil(3 * sigma))
+    if radius == 0:
+        return np.ones_like(freq)
+    i = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 * (i / sigma) ** 2)
+    taps /= taps.sum()
+    return np.cos(2 * np.pi * freq[..., None] * i) @ taps
+
+
+def axis_spectra(texture: Texture, shape: Sequence[int]) -> list[np.ndarray]:
+    """The NPS factor of each axis on a grid of ``shape`` (full FFT frequencies), separable in
+    the post-filter and PSF terms; the in-plane smoothing is applied in :func:`spectral_filter`."""
+    out = []
+    for axis, (n, step) in enumerate(zip(shape, texture.spacing)):
+        f = np.abs(np.fft.fftfreq(n))
+        post = _sampled_response(texture.post_fwhm_mm, step, f) ** 2
+        sigma_psf = texture.psf_fwhm_mm * FWHM_TO_SIGMA / step
+        eta = float(np.clip(ETA0 - ETA1 * sigma_psf, 0.0, 1.0))
+        psf = np.maximum(_sampled_response(texture.psf_fwhm_mm, step, f) ** 2, 1e-3)
+        smooth = np.exp(-4 * np.pi ** 2 * KAPPA ** 2 * f ** 2) if axis < 2 else 1.0
+        out.append(post * psf ** -eta * smooth)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def spectral_filter(texture: Texture, shape: tuple[int, int, int]) -> np.ndarray:
+    """sqrt(NPS) on the ``rfftn`` grid of ``shape``, scaled so that filtered white noise has
+    unit variance (float32; cached per process)."""
+    sx, sy, sz = axis_spectra(texture, shape)
+    norm = sx.mean() * sy.mean() * sz.mean()  # the full grid's mean: unit variance
+    nps = sx[:, None, None] * sy[None, :, None] * sz[None, None, :shape[2] // 2 + 1] / norm
+    return np.sqrt(nps).astype(np.float32)
+
+
+def correlated_field(shape: Sequence[int], texture: Texture | None, rng: np.random.Generator
+                     ) -> np.ndarray:
+    """A zero-mean, unit-variance Gaussian field of ``texture`` (periodic), float32;
+    ``texture=None``: white noise."""
+    shape = tuple(int(s) for s in shape)
+    white = rng.standard_normal(shape, dtype=np.float32)
+    if texture is None:
+        return white
+    spectrum = scipy.fft.rfftn(white, workers=1)
+    spectrum *= spectral_filter(texture, shape)
+    return scipy.fft.irfftn(spectrum, shape, workers=1).astype(np.float32, copy=False)
+
+
+def low_dose_variance(variance_full: np.ndarray, activity: np.ndarray, factor: float
+                      ) -> np.ndarray:
+    """Noise variance at dose reduction ``factor`` of voxels whose full-dose variance is
+    ``variance_full`` and activity ``activity``: ``k v1 (1 + LOW_COUNT min(k v1 / x^2, 1))``."""
+    k = np.float32(factor)
+    v = np.maximum(variance_full, 0.0) * k
+    relative = v / np.maximum(np.square(activity), np.float32(1e-12))
+    return v * (1.0 + np.float32(LOW_COUNT) * np.minimum(relative, 1.0))
+
+
+def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
+                   stored_factor: float, texture: Texture | None, rng: np.random.Generator
+                   ) -> np.ndarray:
+    """``image`` (stored at ``stored_factor``) brought to dose reduction ``factor``: plus a
+    field of ``texture`` whose variance is what the lower dose adds (float32, a new array).
+
+    ``variance_full``: the full-dose variance map of the image's grid (same shape)."""
+    if not factor >= 1.0 or not stored_factor >= 1.0:
+        raise ValueError(f"dose reduction factors must be >= 1, got {factor}, {stored_factor}")
+    image = np.asarray(image, np.float32)
+    if image.shape != np.shape(variance_full):
+        raise ValueError(f"image {image.shape} and variance map {np.shape(variance_full)} "
+                         "differ in shape")
+    if factor <= stored_factor:
+        return image.copy()
+    activity = np.maximum(image, 0.0)
+    extra = (low_dose_variance(variance_full, activity, factor)
+             - low_dose_variance(variance_full, activity, stored_factor))
+    field = correlated_field(image.shape, texture, rng)
+    field *= np.sqrt(np.maximum(extra, 0.0))
+    return image + field
+
+
+# --- per-case maps (ingest) ---------------------------------------------------------------------
+
+def mean_attenuation(mu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Mean attenuation factor ``exp(-line integral of mu)`` over the (rebinned, 2-D) lines of
+    response through each voxel, float32 in (0, 1]; computed on a grid of at least
+    ``ATTENUATION_GRID_MM`` and interpolated back (it varies slowly)."""
+    mu = np.asarray(mu, np.float32)
+    if mu.ndim != 3:
+        raise ValueError(f"the mu map must be 3-D, got shape {mu.shape}")
+    steps = [max(1, int(ATTENUATION_GRID_MM // float(s))) for s in spacing[:2]]
+    coarse = ndimage.uniform_filter(mu, steps + [1])[steps[0] // 2::steps[0], steps[1] // 2::steps[1]]
+    nx, ny, nz = coarse.shape
+    geom = SliceGeometry(nx, ny, float(spacing[0]) * steps[0], float(spacing[1]) * steps[1],
+                         max(nx, ny))
+    a = system_matrix(geom).astype(np.float32)
+    survival = np.exp(-(a @ coarse.reshape(nx * ny, nz)))
+    through = np.asarray(a.T @ np.ones(a.shape[0], np.float32))[:, None]
+    att = (a.T @ survival) / np.maximum(through, 1e-12)
+    att = att.reshape(nx, ny, nz)
+    zoom = [mu.shape[0] / nx, mu.shape[1] / ny, 1.0]
+    full = ndimage.zoom(att, zoom, order=1, mode="nearest", grid_mode=True)
+    return np.clip(full[:mu.shape[0], :mu.shape[1]], 1e-6, 1.0).astype(np.float32)
+
+
+def variance_shape(image: np.ndarray, attenuation: np.ndarray | None, profile: np.ndarray,
+                   texture: Texture, body: np.ndarray) -> np.ndarray:
+    """The full-dose variance map up to the case's scale: ``x_ref (x / x_ref)^P att^-BETA /
+    profile`` with ``x`` the image smoothed over the texture's width and ``x_ref`` its median
+    in ``body``; ``attenuation=None`` (NAC images) drops the attenuation term."""
+    sigma = [max(texture.post_fwhm_mm, s) * FWHM_TO_SIGMA / s for s in texture.spacing]
+    x = np.maximum(ndimage.gaussian_filter(np.maximum(image, 0.0).astype(np.float32), sigma), 0.0)
+    inside = x[body]
+    x_ref = float(np.median(inside)) if inside.size else 0.0
+    if not x_ref > 0:
+        raise ValueError("the body holds no activity: cannot shape the noise map")
+    m = x_ref * (x / x_ref) ** np.float32(P)
+    if attenuation is not None:
+        m *= np.asarray(attenuation, np.float32) ** np.float32(-BETA)
+    m /= np.maximum(np.asarray(profile, np.float32), 1e-3)[None, None, :]
+    return m.astype(np.float32)
+
+
+def _residual_gain(texture: Texture | None, size: int = 32) -> float:
+    """Variance of ``x - mean of its 6 neighbours`` for a unit-variance field of ``texture``."""
+    shape = (size, size, size)
+    f = [np.fft.fftfreq(size)] * 3
+    h6 = sum(np.cos(2 * np.pi * g) for g in np.meshgrid(*f, indexing="ij")) / 3.0
+    if texture is None:
+        return float(np.mean((1 - h6) ** 2))
+    nx, ny, nz = axis_spectra(texture, shape)
+    nps = nx[:, None, None] * ny[None, :, None] * nz[None, None, :]
+    return float(np.mean(nps * (1 - h6) ** 2) / np.mean(nps))
+
+
+def estimate_scale(image: np.ndarray, shape_map: np.ndarray, mask: np.ndarray,
+                   texture: Texture | None) -> float:
+    """The case's variance scale ``s`` (``v1 = s * shape_map``) from the image's own noise in
+    ``mask``: the 6-neighbour residual has variance ``gain * v1`` for noise of ``texture``, so
+    a robust (MAD) variance of ``residual / sqrt(gain * shape_map)`` estimates ``s``."""
+    if mask.sum() < 512:
+        raise ValueError(f"noise estimation needs >= 512 voxels of tissue, got {int(mask.sum())}")
+    x = np.pad(np.asarray(image, np.float32), 1, mode="edge")
+    neighbours = sum(np.roll(x, shift, axis)[1:-1, 1:-1, 1:-1]
+                     for axis in range(3) for shift in (-1, 1)) / 6.0
+    residual = (image - neighbours)[mask]
+    scaled = residual / np.sqrt(_residual_gain(texture) * np.maximum(shape_map[mask], 1e-12))
+    mad = np.median(np.abs(scaled - np.median(scaled)))
+    s = float((_MAD_TO_SIGMA * mad) ** 2)
+    if not s > 0:
+        raise ValueError("the image shows no noise: is it noise-free?")
+    return s
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+def band_nps(noise: np.ndarray, mask: np.ndarray, bands: int = 4) -> np.ndarray:
+    """Radially averaged 3-D noise power spectrum of ``noise`` inside ``mask`` (mean removed,
+    zero-padded 2x), averaged in ``bands`` equal bands of |f| from 0 to 0.5 cycles/voxel;
+    in variance units (the bands of white noise of variance v are all v)."""
+    mask = np.asarray(mask, bool)
+    if mask.sum() < 64:
+        raise ValueError(f"the NPS needs >= 64 voxels, got {int(mask.sum())}")
+    n = np.where(mask, noise - noise[mask].mean(), 0.0)
+    pad = [2 * s for s in n.shape]
+    power = np.abs(np.fft.fftn(n, pad, axes=(0, 1, 2))) ** 2 / mask.sum()
+    f = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.fft.fftfreq(p) for p in pad],
+                                                 indexing="ij")))
+    edges = np.linspace(0.0, 0.5, bands + 1)
+    return np.array([power[(f >= lo) & (f < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def full_dose_variance(image: np.ndarray, labels: np.ndarray, label_names: dict[int, str],
+                       spacing: Sequence[float], texture: Texture, attenuation_corrected: bool,
+                       field_of_view: str, dose_reduction_factor: float = 1.0,
+                       mu: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The full-dose noise variance map of a reconstructed image (float32, image units^2) and
+    its scale ``s``, as ingest stores them.
+
+    ``mu`` (1/mm) when known, else from the body outline and the label map
+    (:func:`petseg_jax.physics.attenuation.mu_from_labels`); the axial profile of
+    ``field_of_view``'s scanner class with the scan centred; ``s`` from the image's own noise
+    inside the eroded body, divided by ``dose_reduction_factor`` (the image's own factor).
+    """
+    if not dose_reduction_factor >= 1.0:
+        raise ValueError(f"dose reduction factor must be >= 1, got {dose_reduction_factor}")
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3 or image.shape != np.shape(labels):
+        raise ValueError(f"image {image.shape} and labels {np.shape(labels)} must be 3-D volumes "
+                         "of one shape")
+    if not np.isfinite(image).all():
+        raise ValueError("the image holds NaN or infinite values")
+    body = body_outline(image)
+    if mu is None:
+        mu = mu_from_labels(body, labels, label_names)
+    attenuation = mean_attenuation(mu, spacing) if attenuation_corrected else None
+    profile = axial_sensitivity(image.shape[2], float(spacing[2]), field_of_view)
+    shape = variance_shape(image, attenuation, profile, texture, body)
+    inner = ndimage.binary_erosion(body, iterations=2)
+    scale = estimate_scale(image, shape, inner, texture) / float(dose_reduction_factor)
+    return (shape * np.float32(scale)).astype(np.float32), scale
+
