@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     from petseg_jax.data import position
     from petseg_jax.data.schema import DEFAULT_SCHEMA
-    from petseg_jax.inference.sliding_window import (pad_widths, sliding_window_labels,
+    from petseg_jax.inference.sliding_window import (Windows, pad_widths, sliding_window_labels,
                                                      window_starts)
     from petseg_jax.models import build_model
     from petseg_jax.resources import peak_device_bytes, peak_rss_bytes
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run_jax():
         out["jax"] = sliding_window_labels(
-            pet, predict, patch, overlap, batch_size=batch, params=params,
+            pet, predict, Windows(patch, overlap, batch_size=batch), params=params,
             position_spacing=spacing if with_position else None)
 
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import numpy as np
 from petseg_jax.data import position
 from petseg_jax.inference.postprocess import (largest_connected_component,
                                               outside_position_ranges, signal_region)
-from petseg_jax.inference.sliding_window import Progress, sliding_window_labels
+from petseg_jax.inference.sliding_window import Progress, Windows, sliding_window_labels
 from petseg_jax.inference.spec import spec_schema
 from petseg_jax.resources import Stages
 
@@ -53,10 +53,11 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
     with stages("windows"):
         labels = sliding_window_labels(
             position.network_input(image, spacing, False), predict_fn,
-            window_size(image.shape[:3], spec["patch_size"], spec["total_stride"]),
-            overlap=spec["overlap"], mode="gaussian", batch_size=spec["batch_size"],
-            mirror_axes=tuple(sorted(spec["mirror_axes"])),
-            mirror_lut=spec_schema(spec).mirror_lut(), params=params,
+            Windows(window_size(image.shape[:3], spec["patch_size"], spec["total_stride"]),
+                    overlap=spec["overlap"], mode="gaussian", batch_size=spec["batch_size"],
+                    mirror_axes=tuple(sorted(spec["mirror_axes"])),
+                    mirror_lut=spec_schema(spec).mirror_lut()),
+            params=params,
             position_spacing=tuple(spacing) if position.enabled(spec) else None,
             progress=progress)
     with stages("post-processing"):

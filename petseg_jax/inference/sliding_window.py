@@ -307,45 +307,59 @@ def _finish_planes(band: jax.Array, n: int, axis: int) -> tuple[jax.Array, jax.A
     return _argmax(done), jnp.concatenate([rest, jnp.zeros_like(done)], axis=axis)
 
 
-def _checked_args(volume: Any, predict_fn: Callable, patch_size: Any, overlap: Any,
-                  batch_size: int, mirror_axes: Sequence[int], mirror_lut: Any
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """Where the windows go and how their outputs are blended (MONAI's settings, module
+    docstring), shared by :func:`sliding_window` and :func:`sliding_window_labels`.
+
+    ``patch_size``/``overlap``/``sigma_scale``: one value or one per axis; ``mode``: the
+    importance map; ``batch_size``: windows per network call; ``mirror_axes`` and
+    ``mirror_lut``: test-time mirroring; ``pad_value``: the input outside the volume.
+    """
+
+    patch_size: int | Sequence[int]
+    overlap: float | Sequence[float] = 0.5
+    mode: Mode = "gaussian"
+    batch_size: int = 4
+    sigma_scale: float | Sequence[float] = 0.125
+    mirror_axes: Sequence[int] = ()
+    mirror_lut: np.ndarray | Sequence[int] | None = None
+    pad_value: float = 0.0
+
+
+def _checked_args(volume: Any, predict_fn: Callable, windows: Windows
                   ) -> tuple[tuple, tuple, tuple, jax.Array | None]:
     """Validated ``(patch, overlaps, mirror axes, lut)`` of either path."""
     if getattr(volume, "ndim", None) != 4:
         raise ValueError(f"volume must be channels-last (X, Y, Z, C), got shape {np.shape(volume)}")
-    patch = _triple(patch_size, "patch_size", int)
-    overlaps = _triple(overlap, "overlap", float)
+    patch = _triple(windows.patch_size, "patch_size", int)
+    overlaps = _triple(windows.overlap, "overlap", float)
     if min(patch) < 1:
         raise ValueError(f"patch_size must be positive, got {patch}")
     if not all(0 <= o < 1 for o in overlaps):
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    axes = tuple(sorted({int(a) for a in mirror_axes}))
+        raise ValueError(f"overlap must be in [0, 1), got {windows.overlap!r}")
+    if int(windows.batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {windows.batch_size}")
+    axes = tuple(sorted({int(a) for a in windows.mirror_axes}))
     if any(a not in (0, 1, 2) for a in axes):
-        raise ValueError(f"mirror_axes must be spatial axes 0, 1, 2, got {tuple(mirror_axes)}")
+        raise ValueError(f"mirror_axes must be spatial axes 0, 1, 2, got "
+                         f"{tuple(windows.mirror_axes)}")
     try:
         hash(predict_fn)
     except TypeError:
         raise TypeError("predict_fn must be hashable (a plain function, a jitted function or "
                         "functools.partial); pass model state through `params`") from None
     lut = None
-    if 0 in axes and mirror_lut is not None:
-        lut = jnp.asarray(np.asarray(mirror_lut, dtype=np.int32))
+    if 0 in axes and windows.mirror_lut is not None:
+        lut = jnp.asarray(np.asarray(windows.mirror_lut, dtype=np.int32))
     return patch, overlaps, axes, lut
 
 
 def sliding_window(
     volume: np.ndarray | jax.Array,
     predict_fn: Callable,
-    patch_size: int | Sequence[int],
-    overlap: float | Sequence[float] = 0.5,
-    mode: Mode = "gaussian",
-    batch_size: int = 4,
-    sigma_scale: float | Sequence[float] = 0.125,
-    mirror_axes: Sequence[int] = (),
-    mirror_lut: np.ndarray | Sequence[int] | None = None,
-    pad_value: float = 0.0,
+    windows: Windows,
+    *,
     output: Output = "average",
     accum_dtype: str | np.dtype = "float32",
     params: Any = None,
@@ -362,23 +376,22 @@ def sliding_window(
     position channels (module docstring). See the module docstring for the exact MONAI
     semantics and the memory needed.
     """
-    patch, overlaps, axes, lut = _checked_args(volume, predict_fn, patch_size, overlap,
-                                               batch_size, mirror_axes, mirror_lut)
+    patch, overlaps, axes, lut = _checked_args(volume, predict_fn, windows)
     if position_channels and volume.shape[-1] != 4:
         raise ValueError(f"position_channels needs 4 input channels (PET + X, Y, Z), got "
                          f"{volume.shape[-1]}")
     if output not in ("average", "labels"):
         raise ValueError(f"output must be 'average' or 'labels', got {output!r}")
-    plan = _Plan(patch, int(batch_size), axes, jnp.dtype(accum_dtype).name, params is not None,
-                 bool(position_channels))
+    plan = _Plan(patch, int(windows.batch_size), axes, jnp.dtype(accum_dtype).name,
+                 params is not None, bool(position_channels))
     k = _output_channels(predict_fn, plan, volume.shape[-1], params, lut)
     pads = pad_widths(volume.shape[:3], patch)
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(volume.shape[:3], pads))
     _, starts, weights = window_rows(padded, patch, overlaps, plan.batch_size, slab_axis(padded))
-    run = _compiled_volume(predict_fn, plan, pads, float(pad_value), output, k)
+    run = _compiled_volume(predict_fn, plan, pads, float(windows.pad_value), output, k)
     return run(jnp.asarray(volume), jnp.asarray(starts.reshape(-1, plan.batch_size, 3)),
                jnp.asarray(weights.reshape(-1, plan.batch_size)),
-               jnp.asarray(importance_map(patch, mode, sigma_scale)), lut, params)
+               jnp.asarray(importance_map(patch, windows.mode, windows.sigma_scale)), lut, params)
 
 
 def _band_input(volume: np.ndarray, pads: Sequence[tuple[int, int]], axis: int, lo: int, hi: int,
@@ -407,14 +420,8 @@ def _band_input(volume: np.ndarray, pads: Sequence[tuple[int, int]], axis: int, 
 def sliding_window_labels(
     volume: np.ndarray,
     predict_fn: Callable,
-    patch_size: int | Sequence[int],
-    overlap: float | Sequence[float] = 0.5,
-    mode: Mode = "gaussian",
-    batch_size: int = 4,
-    sigma_scale: float | Sequence[float] = 0.125,
-    mirror_axes: Sequence[int] = (),
-    mirror_lut: np.ndarray | Sequence[int] | None = None,
-    pad_value: float = 0.0,
+    windows: Windows,
+    *,
     accum_dtype: str | np.dtype | None = None,
     params: Any = None,
     position_spacing: Sequence[float] | None = None,
@@ -432,12 +439,11 @@ def sliding_window_labels(
     :class:`~petseg_jax.resources.MemoryBudgetError` before allocating when the band, the input
     slabs, the label map and XLA's temporaries do not fit.
     """
-    patch, overlaps, axes, lut = _checked_args(volume, predict_fn, patch_size, overlap,
-                                               batch_size, mirror_axes, mirror_lut)
+    patch, overlaps, axes, lut = _checked_args(volume, predict_fn, windows)
     with_position = position_spacing is not None
     channels = volume.shape[-1] + (position.POSITION_CHANNELS if with_position else 0)
-    plan = _Plan(patch, int(batch_size), axes, score_dtype(accum_dtype), params is not None,
-                 with_position)
+    plan = _Plan(patch, int(windows.batch_size), axes, score_dtype(accum_dtype),
+                 params is not None, with_position)
     k = _output_channels(predict_fn, plan, channels, params, lut)
     shape = tuple(volume.shape[:3])
     pads = pad_widths(shape, patch)
@@ -454,7 +460,7 @@ def sliding_window_labels(
 
     rows, starts, weights = window_rows(padded, patch, overlaps, plan.batch_size, axis)
     starts[..., axis] -= rows[:, None, None]  # corners relative to their band
-    imp = jnp.asarray(importance_map(patch, mode, sigma_scale))
+    imp = jnp.asarray(importance_map(patch, windows.mode, windows.sigma_scale))
     band = jax.ShapeDtypeStruct(band_shape + (k,), jnp.dtype(plan.accum_dtype))
     slab = jax.ShapeDtypeStruct(band_shape + (channels,), jnp.float32)
     params_leaves, params_tree = jax.tree.flatten(jax.eval_shape(lambda p: p, params))
@@ -472,8 +478,9 @@ def sliding_window_labels(
     before, length = pads[axis][0], shape[axis]
     total, done = int(np.count_nonzero(weights)), 0
     for r, row in enumerate(rows.tolist()):
-        band = compiled(band, _band_input(volume, pads, axis, row, row + patch[axis], pad_value,
-                                          positions), starts[r], weights[r], imp, lut, params)
+        band = compiled(band, _band_input(volume, pads, axis, row, row + patch[axis],
+                                          windows.pad_value, positions),
+                        starts[r], weights[r], imp, lut, params)
         n = int(rows[r + 1]) - row if r + 1 < len(rows) else patch[axis]
         labels, band = _finish_planes(band, n, axis)
         first, last = max(row - before, 0), min(row + n - before, length)

@@ -11,7 +11,7 @@ import pytest
 from requires import import_or_skip
 
 from petseg_jax.data import position
-from petseg_jax.inference import sliding_window
+from petseg_jax.inference import Windows, sliding_window
 from petseg_jax.inference.sliding_window import window_starts
 
 K = 3
@@ -83,7 +83,7 @@ PATCH = (6, 8, 5)
 @pytest.mark.parametrize("mode", ["constant", "gaussian"])
 def test_one_window_equals_plain_prediction(mode):
     vol = np.random.default_rng(1).normal(size=PATCH + (2,)).astype(np.float32)
-    out = sliding_window(vol, position_dependent, PATCH, overlap=0.5, mode=mode, batch_size=2)
+    out = sliding_window(vol, position_dependent, Windows(PATCH, overlap=0.5, mode=mode, batch_size=2))
     np.testing.assert_allclose(np.asarray(out), np_fn(vol[None])[0], rtol=1e-5, atol=1e-5)
 
 
@@ -98,15 +98,16 @@ def test_window_starts_follow_monai():
 
 @pytest.mark.parametrize("overlap,mode", [(0.5, "gaussian"), (0.25, "gaussian"), (0.5, "constant")])
 def test_matches_numpy_reference(volume, overlap, mode):
-    out = sliding_window(volume, position_dependent, PATCH, overlap=overlap, mode=mode, batch_size=4)
+    out = sliding_window(volume, position_dependent,
+                         Windows(PATCH, overlap=overlap, mode=mode, batch_size=4))
     ref = reference(volume, np_fn, PATCH, overlap, mode)
     assert out.shape == volume.shape[:3] + (K,)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_mirroring_matches_reference_with_lut(volume):
-    out = sliding_window(volume, position_dependent, PATCH, overlap=0.5, batch_size=3,
-                         mirror_axes=(0, 2), mirror_lut=LUT)
+    windows = Windows(PATCH, overlap=0.5, batch_size=3, mirror_axes=(0, 2), mirror_lut=LUT)
+    out = sliding_window(volume, position_dependent, windows)
     ref = reference(volume, np_fn, PATCH, 0.5, "gaussian", mirror_axes=(0, 2), lut=LUT)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
 
@@ -115,7 +116,7 @@ def test_mirroring_axis0_swaps_paired_channels():
     # A voxel-wise predictor is flip-equivariant, so mirroring axis 0 only averages the output
     # with its left/right-swapped copy.
     vol = np.random.default_rng(2).normal(size=(6, 8, 5, 2)).astype(np.float32)
-    out = np.asarray(sliding_window(vol, _pointwise, PATCH, mirror_axes=(0,), mirror_lut=LUT))
+    out = np.asarray(sliding_window(vol, _pointwise, Windows(PATCH, mirror_axes=(0,), mirror_lut=LUT)))
     plain = np.asarray(_pointwise(jnp.asarray(vol[None])))[0]
     np.testing.assert_allclose(out, (plain + plain[..., LUT]) / 2, rtol=1e-5, atol=1e-6)
 
@@ -128,13 +129,13 @@ def test_position_channels_negate_on_test_time_flips_and_edge_pad():
     """A flip of axis 0 negates the X position, as in training: a predictor that outputs the X
     position averages to 0 over the two passes. Padding extends positions with edge values."""
     vol = position.network_input(np.zeros((6, 5, 4), np.float32), (2.0, 2.0, 2.0), True)
-    plain = np.asarray(sliding_window(vol, _x_position, PATCH, position_channels=True))
+    plain = np.asarray(sliding_window(vol, _x_position, Windows(PATCH), position_channels=True))
     np.testing.assert_allclose(plain[..., 0], vol[..., 1], atol=1e-6)  # padded, cropped back
-    mirrored = np.asarray(sliding_window(vol, _x_position, PATCH, mirror_axes=(0,),
+    mirrored = np.asarray(sliding_window(vol, _x_position, Windows(PATCH, mirror_axes=(0,)),
                                          position_channels=True))
     np.testing.assert_allclose(mirrored, 0.0, atol=1e-6)
     with pytest.raises(ValueError, match="4 input channels"):
-        sliding_window(vol[..., :2], _x_position, PATCH, position_channels=True)
+        sliding_window(vol[..., :2], _x_position, Windows(PATCH), position_channels=True)
 
 
 def _pointwise(x):
@@ -145,8 +146,9 @@ def test_labels_output_is_argmax_and_params_are_passed(volume):
     def with_params(scale, x):
         return position_dependent(x) * scale
 
-    avg = sliding_window(volume, with_params, PATCH, params=jnp.float32(-1.0))
-    labels = sliding_window(volume, with_params, PATCH, output="labels", params=jnp.float32(-1.0))
+    avg = sliding_window(volume, with_params, Windows(PATCH), params=jnp.float32(-1.0))
+    labels = sliding_window(volume, with_params, Windows(PATCH), output="labels",
+                            params=jnp.float32(-1.0))
     assert labels.dtype == jnp.uint8 and labels.shape == volume.shape[:3]
     np.testing.assert_array_equal(np.asarray(labels), np.argmax(np.asarray(avg), axis=-1))
     ref = reference(volume, lambda x: -np_fn(x), PATCH, 0.5, "gaussian")
@@ -154,18 +156,19 @@ def test_labels_output_is_argmax_and_params_are_passed(volume):
 
 
 def test_bfloat16_accumulation_is_close(volume):
-    out = sliding_window(volume, position_dependent, PATCH, accum_dtype="bfloat16")
+    out = sliding_window(volume, position_dependent, Windows(PATCH), accum_dtype="bfloat16")
     ref = reference(volume, np_fn, PATCH, 0.5, "gaussian")
     np.testing.assert_allclose(np.asarray(out), ref, atol=0.05)
 
 
 def test_bad_input_is_rejected(volume):
     with pytest.raises(ValueError, match="channels-last"):
-        sliding_window(volume[..., 0], position_dependent, PATCH)
+        sliding_window(volume[..., 0], position_dependent, Windows(PATCH))
     with pytest.raises(ValueError, match="overlap"):
-        sliding_window(volume, position_dependent, PATCH, overlap=1.0)
+        sliding_window(volume, position_dependent, Windows(PATCH, overlap=1.0))
     with pytest.raises(ValueError, match="mirror_lut"):
-        sliding_window(volume, position_dependent, PATCH, mirror_axes=(0,), mirror_lut=[0, 1])
+        sliding_window(volume, position_dependent,
+                       Windows(PATCH, mirror_axes=(0,), mirror_lut=[0, 1]))
 
 
 def test_matches_monai_when_installed(volume):
@@ -180,7 +183,8 @@ def test_matches_monai_when_installed(volume):
     for overlap, mode in [(0.5, "gaussian"), (0.25, "constant")]:
         ref = monai_inferers.sliding_window_inference(inputs, PATCH, 3, predictor, overlap=overlap, mode=mode)
         ref = ref[0].numpy().transpose(1, 2, 3, 0)
-        out = sliding_window(volume, position_dependent, PATCH, overlap=overlap, mode=mode, batch_size=3)
+        out = sliding_window(volume, position_dependent,
+                             Windows(PATCH, overlap=overlap, mode=mode, batch_size=3))
         np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
 
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 from petseg_jax import resources
 from petseg_jax.data import position
-from petseg_jax.inference.sliding_window import (sliding_window, sliding_window_labels,
+from petseg_jax.inference.sliding_window import (Windows, sliding_window, sliding_window_labels,
                                                  window_rows, window_starts)
 from petseg_jax.models.unet import build_model
 
@@ -34,12 +34,11 @@ def unet(state, x):
 ])
 def test_labels_bitwise_equal_to_the_whole_volume_program(shape, mirror, batch):
     pet = np.random.default_rng(1).normal(size=shape).astype(np.float32)
-    whole = sliding_window(position.network_input(pet, SPACING, True), unet, PATCH,
-                           batch_size=batch, mirror_axes=mirror, mirror_lut=LUT,
+    windows = Windows(PATCH, batch_size=batch, mirror_axes=mirror, mirror_lut=LUT)
+    whole = sliding_window(position.network_input(pet, SPACING, True), unet, windows,
                            output="labels", params=STATE, position_channels=True)
     seen = []
-    streamed = sliding_window_labels(pet[..., None], unet, PATCH, batch_size=batch,
-                                     mirror_axes=mirror, mirror_lut=LUT, params=STATE,
+    streamed = sliding_window_labels(pet[..., None], unet, windows, params=STATE,
                                      position_spacing=SPACING,
                                      progress=lambda done, total: seen.append((done, total)))
     assert streamed.dtype == np.uint8 and streamed.shape == shape
@@ -56,9 +55,9 @@ def test_the_compiled_band_program_is_reused():
     from petseg_jax.inference.sliding_window import _compiled_band
 
     pet = np.zeros((9, 8, 12, 1), np.float32)
-    sliding_window_labels(pet, unet, PATCH, params=STATE, position_spacing=SPACING)
+    sliding_window_labels(pet, unet, Windows(PATCH), params=STATE, position_spacing=SPACING)
     before = _compiled_band.cache_info()
-    sliding_window_labels(pet + 1, unet, PATCH, params=STATE, position_spacing=SPACING)
+    sliding_window_labels(pet + 1, unet, Windows(PATCH), params=STATE, position_spacing=SPACING)
     after = _compiled_band.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 1
 
@@ -81,12 +80,12 @@ def test_a_band_that_cannot_fit_names_the_memory_needed():
     huge = np.broadcast_to(np.float32(1.0), (100_000, 100_000, 50_000, 1))
     with pytest.raises(resources.MemoryBudgetError,
                        match=r"needs \d+\.\d\d GiB of memory but only [\d.]+ GiB is available"):
-        sliding_window_labels(huge, unet, PATCH, params=STATE, position_spacing=SPACING)
+        sliding_window_labels(huge, unet, Windows(PATCH), params=STATE, position_spacing=SPACING)
     small = np.ones((12, 8, 8, 1), np.float32)
     with pytest.raises(resources.MemoryBudgetError,
                        match=r"12x8x8 volume \(score band 8x8x8 x 5 classes in float32\) needs "
                        r"[\d.]+ MiB"):
-        sliding_window_labels(small, unet, PATCH, params=STATE, position_spacing=SPACING,
+        sliding_window_labels(small, unet, Windows(PATCH), params=STATE, position_spacing=SPACING,
                               memory_budget=10_000)
 
 
