@@ -110,8 +110,9 @@ def write_synthetic_store(out: str | Path, *, cases: int, shape: Sequence[int], 
         store.write_array(store.image_path(out, case_id), image, spacing)
         store.write_array(store.label_path(out, case_id), label, spacing)
         # independent Poisson noise: white, variance image / count scale
+        variance = np.maximum(image.astype(np.float32), 0.0) / np.float32(scale)
         store.write_array(store.noise_path(out, case_id),
-                          np.maximum(image.astype(np.float32), 0.0) / np.float32(scale), spacing)
+                          np.stack([variance, np.zeros_like(variance)], -1), spacing)
         entries[case_id] = _case_entry(image, label, spacing, metadata, suv_factor, rng) | {
             "noise": {"scale": 1.0 / scale, "texture": None}}
     manifest = {"format_version": store.FORMAT_VERSION, "schema": schema.to_json(),

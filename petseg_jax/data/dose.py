@@ -235,13 +235,14 @@ def simulate_dose_reduction(image: np.ndarray, factor: float, count_scale: float
 @dataclasses.dataclass(frozen=True)
 class DoseNoise:
     """What a lower dose of one image (or patch) needs: its ``model`` and, for ``"simulator"``,
-    the full-dose ``variance`` map of the same voxels and the ``texture`` (None: white); for
-    ``"independent"``, the ``count_scale``."""
+    the full-dose ``variance`` map of the same voxels, the ``texture`` (None: white) and its
+    ``coarse_fraction`` map; for ``"independent"``, the ``count_scale``."""
 
     model: str
     variance: np.ndarray | None = None
     texture: Texture | None = None
     count_scale: float | None = None
+    coarse_fraction: np.ndarray | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -252,11 +253,13 @@ class DoseNoise:
             raise ValueError("the independent dose model needs a count scale")
 
     @classmethod
-    def simulator(cls, noise_entry: Mapping[str, Any], variance: np.ndarray) -> "DoseNoise":
-        """The simulator model of a store case: its manifest ``noise`` entry and its variance
-        map (or the patch of it)."""
+    def simulator(cls, noise_entry: Mapping[str, Any], maps: np.ndarray) -> "DoseNoise":
+        """The simulator model of a store case: its manifest ``noise`` entry and its noise maps
+        (or a patch of them), ``(..., 2)``: full-dose variance, coarse fraction."""
         texture = noise_entry.get("texture")
-        return cls("simulator", variance, None if texture is None else Texture.from_json(texture))
+        return cls("simulator", maps[..., 0],
+                   None if texture is None else Texture.from_json(texture),
+                   coarse_fraction=maps[..., 1])
 
 
 def reduce_dose(image: np.ndarray, factor: float, stored_factor: float, noise: DoseNoise,
@@ -268,7 +271,8 @@ def reduce_dose(image: np.ndarray, factor: float, stored_factor: float, noise: D
     if not factor >= 1.0:
         raise ValueError(f"dose reduction factor must be >= 1, got {factor}")
     if noise.model == "simulator":
-        out = add_dose_noise(image, noise.variance, factor, stored_factor, noise.texture, rng)
+        out = add_dose_noise(image, noise.variance, factor, stored_factor, noise.texture, rng,
+                             noise.coarse_fraction)
         if inplace and isinstance(image, np.ndarray) and image.dtype == np.float32:
             image[...] = out
             return image

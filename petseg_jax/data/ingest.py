@@ -167,7 +167,7 @@ def _noise_map(task: CaseTask, data: np.ndarray, labels: np.ndarray, schema: Lab
                                   meta.get("post_fwhm_mm", noise_model.DEFAULT_POST_FWHM_MM),
                                   spacing)
     try:
-        variance, scale = noise_model.full_dose_variance(
+        variance, coarse, scale = noise_model.full_dose_variance(
             data.astype(np.float32), labels, {schema.id_of(n): n for n in schema.names}, spacing,
             texture, bool(meta["attenuation_corrected"]), meta.get("field_of_view", "total_body"),
             float(meta["dose_reduction_factor"]))
@@ -175,7 +175,8 @@ def _noise_map(task: CaseTask, data: np.ndarray, labels: np.ndarray, schema: Lab
         log.warning("case %s: no noise map (%s); the simulator dose model cannot use it",
                     task.case_id, e)
         return None
-    store_lib.write_array(store_lib.noise_path(task.store, task.case_id), variance, spacing)
+    store_lib.write_array(store_lib.noise_path(task.store, task.case_id),
+                          np.stack([variance, coarse], -1), spacing)
     return {"scale": scale, "texture": texture.to_json()}
 
 

@@ -264,11 +264,11 @@ class PatchSource:
                 "store again, or set data.dose_augmentation.noise_model=independent")
         return _open(store.noise_path(self.store_dir, case.case_id), self.cfg.cache_mb)
 
-    def _dose_noise(self, case: CaseInfo, variance: np.ndarray | None) -> DoseNoise:
-        """The patch's :class:`DoseNoise` (its variance patch for the simulator model)."""
-        if variance is None:
+    def _dose_noise(self, case: CaseInfo, maps: np.ndarray | None) -> DoseNoise:
+        """The patch's :class:`DoseNoise` (its noise-map patch for the simulator model)."""
+        if maps is None:
             return DoseNoise("independent", count_scale=self.count_scale(case))
-        return DoseNoise.simulator(case.noise, variance)
+        return DoseNoise.simulator(case.noise, maps)
 
     def read(self, requests: Sequence[tuple[int, int, bool]]) -> dict[str, np.ndarray]:
         """Patches for ``(sample index, case position, foreground)`` requests, stacked.
@@ -308,12 +308,12 @@ class PatchSource:
                 raise store.StoreError(f"case {case.case_id}: reading a patch failed: {e}") \
                     from None
             if self.cfg.dose_augmentation.prob > 0.0:
-                variance = None
+                maps = None
                 if noise_read is not None:
-                    variance = np.zeros(self.patch_size, np.float32)  # no noise in padding
-                    variance[dst] = noise_read.result()
+                    maps = np.zeros((*self.patch_size, 2), np.float32)  # no noise in padding
+                    maps[dst] = noise_read.result()
                 raw, _ = augment_dose(raw, rng, self.cfg.dose_augmentation,
-                                      self._dose_noise(case, variance), case.stored_factor,
+                                      self._dose_noise(case, maps), case.stored_factor,
                                       inplace=True)
             normalize(raw, case.suv_factor, case.intensity, self.cfg.normalization,
                       case_id=case.case_id, out=images[k, ..., 0])

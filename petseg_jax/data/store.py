@@ -6,7 +6,8 @@ Layout (written by :mod:`petseg_jax.data.ingest`)::
       manifest.json          # written last, atomically: a store without it is incomplete
       images/<case_id>/      # zarr3, (X, Y, Z), RAS, float32 or float16, raw PET units
       labels/<case_id>/      # zarr3, (X, Y, Z), uint8 schema ids
-      noise/<case_id>/       # zarr3, (X, Y, Z), float32 full-dose noise variance (image units^2)
+      noise/<case_id>/       # zarr3, (X, Y, Z, 2), float32: full-dose noise variance (image
+                             # units^2) and the noise texture's coarse fraction
       .ingest/               # ingest's per-case completion markers (resume after interruption)
 
 Arrays are sharded (``sharding_indexed``) with small inner chunks so that a patch read touches
@@ -27,8 +28,9 @@ few bytes; the voxel spacing is recorded in the arrays' ``dimension_units`` (e.g
                          "noise": {"scale": s, "texture": {psf_fwhm_mm, post_fwhm_mm,
                                    spacing} | null}}}}
 
-The noise map and entry are the dose model's (:mod:`petseg_jax.physics.noise`): the variance of
-the stored image's noise at full dose, and its texture (null: independent voxels).
+The noise maps and entry are the dose model's (:mod:`petseg_jax.physics.noise`): the variance of
+the stored image's noise at full dose, its texture's coarse fraction, and its texture (null:
+independent voxels).
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def _chunking(shape: Sequence[int], inner: int, shard: int) -> tuple[list[int], 
 
 def write_array(path: str | Path, data: np.ndarray, spacing: Sequence[float],
                 inner_chunk: int = DEFAULT_INNER_CHUNK, shard: int = DEFAULT_SHARD) -> None:
-    """Write ``data`` as a sharded zarr3 array (replacing any array at ``path``)."""
+    """Write ``data`` as a sharded zarr3 array (replacing any array at ``path``); a 4th axis is
+    a channel axis (no spacing)."""
+    channels = data.ndim - len(spacing)
     inner_shape, shard_shape = _chunking(data.shape, inner_chunk, shard)
     spec = array_spec(path) | {
         "metadata": {
@@ -85,10 +89,10 @@ def write_array(path: str | Path, data: np.ndarray, spacing: Sequence[float],
                 "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
                                  {"name": "crc32c"}],
             }}],
-            "dimension_names": ["x", "y", "z"],
+            "dimension_names": ["x", "y", "z"] + ["channel"] * channels,
             "fill_value": 0,
         },
-        "schema": {"dimension_units": [[float(s), "mm"] for s in spacing]},
+        "schema": {"dimension_units": [[float(s), "mm"] for s in spacing] + [None] * channels},
         "create": True,
         "delete_existing": True,
     }

@@ -3,15 +3,21 @@
 The images of :mod:`simulation` (binomial thinning, OSEM with the PSF modelled, post-filter)
 carry noise that is
 
-- correlated, with a stationary texture: its noise power spectrum (NPS) is that of the site's
-  sampled post-filter ``Kpost``, divided by a partly deconvolved sampled PSF ``Kpsf`` (OSEM's
-  resolution modelling sharpens the noise it recovers), times an in-plane smoothing of about
-  half a voxel (the projector's interpolation and OSEM's unconverged high frequencies)::
+- correlated: its noise power spectrum (NPS) is that of the site's sampled post-filter
+  ``Kpost``, divided by a partly deconvolved sampled PSF ``Kpsf`` (OSEM's resolution modelling
+  sharpens the noise it recovers), times an in-plane smoothing ``kappa`` (the projector's
+  interpolation and OSEM's unconverged high frequencies)::
 
-      NPS(f) ~ |Kpost(f)|^2 |Kpsf(f)|^(-2 eta) exp(-4 pi^2 KAPPA^2 f_xy^2)   (f in cycles/voxel)
+      N_kappa(f) ~ |Kpost(f)|^2 |Kpsf(f)|^(-2 eta) exp(-4 pi^2 kappa^2 f_xy^2)  (cycles/voxel)
 
-  with ``eta = clip(ETA0 - ETA1 * sigma_psf / voxel, 0, 1)`` (the PSF is recovered less
-  the wider it is in voxels, at clinical iterations);
+  with ``eta = clip(ETA0 - ETA1 * sigma_psf / voxel, 0, 1)`` (the PSF is recovered less the
+  wider it is in voxels, at clinical iterations). The texture is a local mixture of a fine
+  (``KAPPA_FINE``) and a coarse (``KAPPA_COARSE``) component, ``NPS_j = (1 - w_j) N_fine +
+  w_j N_coarse``: the coarse fraction ``w`` follows how much of a voxel's noise comes along its
+  lines of response rather than from itself, ``w = clip(COARSE_WEIGHT * rho / median(rho))``
+  with ``rho`` the filtered-backprojection variance (mean over the lines through the voxel of
+  activity line integral / attenuation factor) over the local variance shape below: smoother
+  noise in deep tissue, finer in hot organs;
 - uneven: at full dose its variance is ``v1 = s * m`` with the shape
   ``m = x_ref * (x / x_ref)^P * att^-BETA * profile^-1`` (``x`` the local activity, ``att``
   the mean attenuation factor of the lines of response through the voxel, ``profile`` the
@@ -44,7 +50,8 @@ from petseg_jax.physics.scanners import axial_sensitivity
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 P = 1.54  # variance ~ activity^P: hot voxels are relatively noisier in PSF OSEM
 BETA = 0.56  # variance ~ attenuation factor^-BETA (AC images; 0 for NAC)
-KAPPA = 0.55  # in-plane smoothing of the noise, voxels (Gaussian sigma)
+KAPPA_FINE, KAPPA_COARSE = 0.45, 0.8  # in-plane smoothing of the two components, voxels
+COARSE_WEIGHT = 0.5  # coarse fraction where rho is the body's median
 ETA0, ETA1 = 1.36, 1.8  # PSF deconvolution of the noise: eta = ETA0 - ETA1 * sigma_psf / voxel
 LOW_COUNT = 0.35  # variance excess at relative variance 1 (OSEM at very low counts)
 ATTENUATION_GRID_MM = 8.0  # attenuation maps are computed on a grid at least this coarse
@@ -96,9 +103,9 @@ def _sampled_response(fwhm_mm: float, step: float, freq: np.ndarray) -> np.ndarr
     return np.cos(2 * np.pi * freq[..., None] * i) @ taps
 
 
-def axis_spectra(texture: Texture, shape: Sequence[int]) -> list[np.ndarray]:
-    """The NPS factor of each axis on a grid of ``shape`` (full FFT frequencies), separable in
-    the post-filter and PSF terms; the in-plane smoothing is applied in :func:`spectral_filter`."""
+def axis_spectra(texture: Texture, shape: Sequence[int], kappa: float) -> list[np.ndarray]:
+    """The NPS factor of each axis on a grid of ``shape`` (full FFT frequencies): the NPS is
+    their outer product (``kappa``: the in-plane smoothing, voxels)."""
     out = []
     for axis, (n, step) in enumerate(zip(shape, texture.spacing)):
         f = np.abs(np.fft.fftfreq(n))
@@ -106,31 +113,36 @@ def axis_spectra(texture: Texture, shape: Sequence[int]) -> list[np.ndarray]:
         sigma_psf = texture.psf_fwhm_mm * FWHM_TO_SIGMA / step
         eta = float(np.clip(ETA0 - ETA1 * sigma_psf, 0.0, 1.0))
         psf = np.maximum(_sampled_response(texture.psf_fwhm_mm, step, f) ** 2, 1e-3)
-        smooth = np.exp(-4 * np.pi ** 2 * KAPPA ** 2 * f ** 2) if axis < 2 else 1.0
+        smooth = np.exp(-4 * np.pi ** 2 * kappa ** 2 * f ** 2) if axis < 2 else 1.0
         out.append(post * psf ** -eta * smooth)
     return out
 
 
+def _kappa(coarse: bool) -> float:
+    return KAPPA_COARSE if coarse else KAPPA_FINE
+
+
 @functools.lru_cache(maxsize=16)
-def spectral_filter(texture: Texture, shape: tuple[int, int, int]) -> np.ndarray:
-    """sqrt(NPS) on the ``rfftn`` grid of ``shape``, scaled so that filtered white noise has
-    unit variance (float32; cached per process)."""
-    sx, sy, sz = axis_spectra(texture, shape)
+def spectral_filter(texture: Texture, shape: tuple[int, int, int], coarse: bool = False
+                    ) -> np.ndarray:
+    """sqrt(NPS) of the fine (or ``coarse``) component on the ``rfftn`` grid of ``shape``,
+    scaled so that filtered white noise has unit variance (float32; cached per process)."""
+    sx, sy, sz = axis_spectra(texture, shape, _kappa(coarse))
     norm = sx.mean() * sy.mean() * sz.mean()  # the full grid's mean: unit variance
     nps = sx[:, None, None] * sy[None, :, None] * sz[None, None, :shape[2] // 2 + 1] / norm
     return np.sqrt(nps).astype(np.float32)
 
 
-def correlated_field(shape: Sequence[int], texture: Texture | None, rng: np.random.Generator
-                     ) -> np.ndarray:
-    """A zero-mean, unit-variance Gaussian field of ``texture`` (periodic), float32;
-    ``texture=None``: white noise."""
+def correlated_field(shape: Sequence[int], texture: Texture | None, rng: np.random.Generator,
+                     coarse: bool = False) -> np.ndarray:
+    """A zero-mean, unit-variance Gaussian field of ``texture``'s fine (or ``coarse``) component
+    (periodic), float32; ``texture=None``: white noise."""
     shape = tuple(int(s) for s in shape)
     white = rng.standard_normal(shape, dtype=np.float32)
     if texture is None:
         return white
     spectrum = scipy.fft.rfftn(white, workers=1)
-    spectrum *= spectral_filter(texture, shape)
+    spectrum *= spectral_filter(texture, shape, coarse)
     return scipy.fft.irfftn(spectrum, shape, workers=1).astype(np.float32, copy=False)
 
 
@@ -145,12 +157,13 @@ def low_dose_variance(variance_full: np.ndarray, activity: np.ndarray, factor: f
 
 
 def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
-                   stored_factor: float, texture: Texture | None, rng: np.random.Generator
-                   ) -> np.ndarray:
+                   stored_factor: float, texture: Texture | None, rng: np.random.Generator,
+                   coarse_fraction: np.ndarray | None = None) -> np.ndarray:
     """``image`` (stored at ``stored_factor``) brought to dose reduction ``factor``: plus a
     field of ``texture`` whose variance is what the lower dose adds (float32, a new array).
 
-    ``variance_full``: the full-dose variance map of the image's grid (same shape)."""
+    ``variance_full`` and ``coarse_fraction``: the full-dose variance and the texture's coarse
+    fraction on the image's grid (None: the fine texture alone)."""
     if not factor >= 1.0 or not stored_factor >= 1.0:
         raise ValueError(f"dose reduction factors must be >= 1, got {factor}, {stored_factor}")
     image = np.asarray(image, np.float32)
@@ -163,32 +176,52 @@ def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
     extra = (low_dose_variance(variance_full, activity, factor)
              - low_dose_variance(variance_full, activity, stored_factor))
     field = correlated_field(image.shape, texture, rng)
+    if texture is not None and coarse_fraction is not None:
+        w = np.clip(np.asarray(coarse_fraction, np.float32), 0.0, 1.0)
+        field *= np.sqrt(1.0 - w)
+        field += np.sqrt(w) * correlated_field(image.shape, texture, rng, coarse=True)
     field *= np.sqrt(np.maximum(extra, 0.0))
     return image + field
 
 
 # --- per-case maps (ingest) ---------------------------------------------------------------------
 
-def mean_attenuation(mu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Mean attenuation factor ``exp(-line integral of mu)`` over the (rebinned, 2-D) lines of
-    response through each voxel, float32 in (0, 1]; computed on a grid of at least
-    ``ATTENUATION_GRID_MM`` and interpolated back (it varies slowly)."""
+def line_maps(mu: np.ndarray, activity: np.ndarray, spacing: Sequence[float],
+              attenuation_corrected: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """Per-voxel means over the (rebinned, 2-D) lines of response through it of the
+    attenuation factor ``a = exp(-line integral of mu)`` and of ``p / a`` (``p`` the activity's
+    line integral; ``p`` alone for NAC, where the attenuation map is then None): the
+    attenuation the variance follows, and the filtered-backprojection variance that sets the
+    texture's coarse fraction. Computed on a grid of at least ``ATTENUATION_GRID_MM`` and
+    interpolated back (both vary slowly); float32."""
     mu = np.asarray(mu, np.float32)
-    if mu.ndim != 3:
-        raise ValueError(f"the mu map must be 3-D, got shape {mu.shape}")
+    if mu.ndim != 3 or mu.shape != np.shape(activity):
+        raise ValueError(f"mu {mu.shape} and activity {np.shape(activity)} must be 3-D volumes of "
+                         "one shape")
     steps = [max(1, int(ATTENUATION_GRID_MM // float(s))) for s in spacing[:2]]
-    coarse = ndimage.uniform_filter(mu, steps + [1])[steps[0] // 2::steps[0], steps[1] // 2::steps[1]]
-    nx, ny, nz = coarse.shape
+
+    def coarse(v):
+        return ndimage.uniform_filter(np.asarray(v, np.float32), steps + [1])[
+            steps[0] // 2::steps[0], steps[1] // 2::steps[1]]
+
+    mu_c, act_c = coarse(mu), coarse(np.maximum(activity, 0.0))
+    nx, ny, nz = mu_c.shape
     geom = SliceGeometry(nx, ny, float(spacing[0]) * steps[0], float(spacing[1]) * steps[1],
                          max(nx, ny))
     a = system_matrix(geom).astype(np.float32)
-    survival = np.exp(-(a @ coarse.reshape(nx * ny, nz)))
-    through = np.asarray(a.T @ np.ones(a.shape[0], np.float32))[:, None]
-    att = (a.T @ survival) / np.maximum(through, 1e-12)
-    att = att.reshape(nx, ny, nz)
-    zoom = [mu.shape[0] / nx, mu.shape[1] / ny, 1.0]
-    full = ndimage.zoom(att, zoom, order=1, mode="nearest", grid_mode=True)
-    return np.clip(full[:mu.shape[0], :mu.shape[1]], 1e-6, 1.0).astype(np.float32)
+    survival = np.exp(-(a @ mu_c.reshape(nx * ny, nz))) if attenuation_corrected else 1.0
+    lines = a @ act_c.reshape(nx * ny, nz)
+    through = np.maximum(np.asarray(a.T @ np.ones(a.shape[0], np.float32))[:, None], 1e-12)
+
+    def back(sino):
+        mean = (a.T @ sino / through).reshape(nx, ny, nz)
+        full = ndimage.zoom(mean, [mu.shape[0] / nx, mu.shape[1] / ny, 1.0], order=1,
+                            mode="nearest", grid_mode=True)
+        return full[:mu.shape[0], :mu.shape[1]].astype(np.float32)
+
+    if not attenuation_corrected:
+        return None, back(lines)
+    return np.clip(back(survival), 1e-6, 1.0), back(lines / survival)
 
 
 def variance_shape(image: np.ndarray, attenuation: np.ndarray | None, profile: np.ndarray,
@@ -209,30 +242,34 @@ def variance_shape(image: np.ndarray, attenuation: np.ndarray | None, profile: n
     return m.astype(np.float32)
 
 
-def _residual_gain(texture: Texture | None, size: int = 32) -> float:
-    """Variance of ``x - mean of its 6 neighbours`` for a unit-variance field of ``texture``."""
-    shape = (size, size, size)
-    f = [np.fft.fftfreq(size)] * 3
-    h6 = sum(np.cos(2 * np.pi * g) for g in np.meshgrid(*f, indexing="ij")) / 3.0
+def _residual_gain(texture: Texture | None, coarse: bool = False, size: int = 32) -> float:
+    """Variance of ``x - mean of its 6 neighbours`` for a unit-variance field of ``texture``'s
+    fine (or ``coarse``) component."""
+    f = np.fft.fftfreq(size)
+    h6 = sum(np.cos(2 * np.pi * g) for g in np.meshgrid(f, f, f, indexing="ij")) / 3.0
     if texture is None:
         return float(np.mean((1 - h6) ** 2))
-    nx, ny, nz = axis_spectra(texture, shape)
+    nx, ny, nz = axis_spectra(texture, (size,) * 3, _kappa(coarse))
     nps = nx[:, None, None] * ny[None, :, None] * nz[None, None, :]
     return float(np.mean(nps * (1 - h6) ** 2) / np.mean(nps))
 
 
 def estimate_scale(image: np.ndarray, shape_map: np.ndarray, mask: np.ndarray,
-                   texture: Texture | None) -> float:
+                   texture: Texture | None, coarse_fraction: np.ndarray | float = 0.0) -> float:
     """The case's variance scale ``s`` (``v1 = s * shape_map``) from the image's own noise in
-    ``mask``: the 6-neighbour residual has variance ``gain * v1`` for noise of ``texture``, so
-    a robust (MAD) variance of ``residual / sqrt(gain * shape_map)`` estimates ``s``."""
+    ``mask``: the 6-neighbour residual has variance ``gain * v1`` for noise of ``texture``
+    (``gain`` mixed as the texture is), so a robust (MAD) variance of
+    ``residual / sqrt(gain * shape_map)`` estimates ``s``."""
     if mask.sum() < 512:
         raise ValueError(f"noise estimation needs >= 512 voxels of tissue, got {int(mask.sum())}")
-    x = np.pad(np.asarray(image, np.float32), 1, mode="edge")
+    image = np.asarray(image, np.float32)
+    x = np.pad(image, 1, mode="edge")
     neighbours = sum(np.roll(x, shift, axis)[1:-1, 1:-1, 1:-1]
                      for axis in range(3) for shift in (-1, 1)) / 6.0
     residual = (image - neighbours)[mask]
-    scaled = residual / np.sqrt(_residual_gain(texture) * np.maximum(shape_map[mask], 1e-12))
+    w = np.broadcast_to(np.asarray(coarse_fraction, np.float32), image.shape)[mask]
+    gain = (1.0 - w) * _residual_gain(texture) + w * _residual_gain(texture, coarse=True)
+    scaled = residual / np.sqrt(gain * np.maximum(shape_map[mask], 1e-12))
     mad = np.median(np.abs(scaled - np.median(scaled)))
     s = float((_MAD_TO_SIGMA * mad) ** 2)
     if not s > 0:
@@ -261,9 +298,10 @@ def band_nps(noise: np.ndarray, mask: np.ndarray, bands: int = 4) -> np.ndarray:
 def full_dose_variance(image: np.ndarray, labels: np.ndarray, label_names: dict[int, str],
                        spacing: Sequence[float], texture: Texture, attenuation_corrected: bool,
                        field_of_view: str, dose_reduction_factor: float = 1.0,
-                       mu: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """The full-dose noise variance map of a reconstructed image (float32, image units^2) and
-    its scale ``s``, as ingest stores them.
+                       mu: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The full-dose noise variance map of a reconstructed image (float32, image units^2), its
+    texture's coarse fraction (float32) and its scale ``s``, as ingest stores them.
 
     ``mu`` (1/mm) when known, else from the body outline and the label map
     (:func:`petseg_jax.physics.attenuation.mu_from_labels`); the axial profile of
@@ -281,10 +319,12 @@ def full_dose_variance(image: np.ndarray, labels: np.ndarray, label_names: dict[
     body = body_outline(image)
     if mu is None:
         mu = mu_from_labels(body, labels, label_names)
-    attenuation = mean_attenuation(mu, spacing) if attenuation_corrected else None
+    attenuation, fbp = line_maps(mu, image, spacing, attenuation_corrected)
     profile = axial_sensitivity(image.shape[2], float(spacing[2]), field_of_view)
     shape = variance_shape(image, attenuation, profile, texture, body)
+    rho = fbp / np.maximum(shape * np.maximum(profile, 1e-3)[None, None, :], 1e-12)
+    coarse = np.clip(COARSE_WEIGHT * rho / np.median(rho[body]), 0.0, 1.0).astype(np.float32)
     inner = ndimage.binary_erosion(body, iterations=2)
-    scale = estimate_scale(image, shape, inner, texture) / float(dose_reduction_factor)
-    return (shape * np.float32(scale)).astype(np.float32), scale
+    scale = estimate_scale(image, shape, inner, texture, coarse) / float(dose_reduction_factor)
+    return (shape * np.float32(scale)).astype(np.float32), coarse, scale
 

@@ -12,9 +12,10 @@ from petseg_jax.phantom.scanner import CENTERS, acquire, simulate_scans
 from petseg_jax.physics import noise
 from petseg_jax.physics.simulation import image_of
 
-# measured ratios (augmentation / simulator) lie in 0.65-1.30 (BUILD_NOTES.md, session 5);
-# the target is 0.8-1.2: not met yet, so this guards the achieved state
-BAND_TOLERANCE = (0.55, 1.45)
+# measured ratios (augmentation / simulator) lie in 0.86-1.38 here (BUILD_NOTES.md, session 5);
+# the target 0.8-1.2 holds in 15 of 16 bands (not the liver's lowest at 100): this
+# guards the achieved state
+BAND_TOLERANCE = (0.75, 1.45)
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,14 @@ def simulated():
     scan = acquire(activity, mu, SPACING, center, 1.0)
     truth = image_of(scan, scan.prompts, 1.0, True, center.imaging)
     texture = noise.Texture(center.psf_fwhm_mm, center.post_fwhm_mm, SPACING)
-    variance, _ = noise.full_dose_variance(images[(1.0, True)], np.zeros(mu.shape, np.uint8),
+    variance, coarse, _ = noise.full_dose_variance(images[(1.0, True)], np.zeros(mu.shape, np.uint8),
                                            {}, SPACING, texture, True, "total_body", mu=mu)
     keep = np.zeros(mu.shape, bool)
     keep[:, :, 2:-2] = True
     others = ndimage.binary_dilation(masks["liver"] | masks["lung"] | masks["hot"], iterations=2)
     regions = {"liver": ndimage.binary_erosion(masks["liver"]) & keep,
                "deep": masks["body"] & ~others & (depth > 60) & keep}
-    return images, truth, DoseNoise("simulator", variance, texture), regions
+    return images, truth, DoseNoise("simulator", variance, texture, coarse_fraction=coarse), regions
 
 
 @pytest.mark.parametrize("factor", [10.0, 100.0])
