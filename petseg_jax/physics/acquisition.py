@@ -83,6 +83,10 @@ def check_volume(name: str, volume: np.ndarray) -> np.ndarray:
 
 
 Z_CHUNK = 32  # slices projected or reconstructed at once (bounded memory, one compilation)
+# Slabs are padded to a multiple of this many slices: XLA's CPU sparse-dense product (the
+# projector) runs about half as fast when the dense operand's columns are not a multiple of 8
+# (36 slices: 2.3x the time of 32; BUILD_NOTES.md, session 5, issue 15).
+Z_ALIGN = 8
 
 
 def z_chunks(nz: int) -> list[slice]:
@@ -90,9 +94,15 @@ def z_chunks(nz: int) -> list[slice]:
     return [slice(z, min(z + Z_CHUNK, nz)) for z in range(0, nz, Z_CHUNK)]
 
 
+def slab_width(halo: int = 0) -> int:
+    """Slices of a padded slab: ``Z_CHUNK`` plus ``halo`` on each side, rounded up to
+    ``Z_ALIGN``."""
+    return -(-(Z_CHUNK + 2 * halo) // Z_ALIGN) * Z_ALIGN
+
+
 def pad_z(array: np.ndarray, halo: int = 0) -> np.ndarray:
-    """``array`` zero-padded along its last axis to ``Z_CHUNK + 2 * halo``."""
-    pad = Z_CHUNK + 2 * halo - array.shape[-1]
+    """``array`` zero-padded along its last axis to ``slab_width(halo)``."""
+    pad = slab_width(halo) - array.shape[-1]
     return np.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, pad)]) if pad else array
 
 
