@@ -323,6 +323,13 @@ def write_case(out: Path, plan: CasePlan, spacing_mm: float | None,
     return dataclasses.replace(case.metadata, split=plan.split)
 
 
+def longest_first(plans: Sequence[CasePlan]) -> list[int]:
+    """Indices of ``plans``, the longest scans first (total body, 106 cm, conventional; stable
+    within a class): handed to a worker pool in this order, no worker is left with a long
+    case while the others idle at the end."""
+    return sorted(range(len(plans)), key=lambda i: -_AXIAL_COST[plans[i].field_of_view])
+
+
 def _prepare_out(out: Path, overwrite: bool, marker: dict) -> None:
     """Refuse foreign non-empty folders; mark the dataset incomplete until it is finished."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
@@ -350,10 +357,9 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
             bar.update()
     else:
         # spawn, not fork: the scanner model runs JAX, which must not be forked once started
-        # the longest scans first, so that no worker is left with a long one at the end
-        order = sorted(range(len(plans)), key=lambda i: -_AXIAL_COST[plans[i].field_of_view])
         with process_pool(workers) as pool:
-            futures = {i: pool.submit(write_case, out, plans[i], spacing_mm) for i in order}
+            futures = {i: pool.submit(write_case, out, plans[i], spacing_mm)
+                       for i in longest_first(plans)}
             for f in futures.values():
                 f.add_done_callback(lambda _: bar.update())
             rows = [futures[i].result() for i in range(len(plans))]
