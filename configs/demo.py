@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Small patches leave stray islands far from an organ (lung in the legs): keep the largest
     # component of each organ that is one component in every training case.
     config.evaluation.largest_component = True
+    # Windows only over the body (air fills much of the 650 mm field of view; BUILD_NOTES.md,
+    # "Session 5 -- evaluation speed").
+    config.evaluation.body_box_suv = 0.02
     # No position prior: organ positions from the scan centre lean on the crop (issue 15).
     config.export.enabled = True
     return config
