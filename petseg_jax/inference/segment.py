@@ -49,14 +49,13 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
     voxels outside its ``position_ranges`` (where it lay in the training cases, with a
     margin), both before the largest components of ``largest_component_labels`` are kept
     (when ``largest_component``). ``progress(windows_done, windows_total)`` follows the
-    sliding window; ``stages`` times the body box, ``"windows"`` and the rest as
-    ``"post-processing"``.
+    sliding window; ``stages`` times the body box and the windows as ``"windows"`` and the rest
+    as ``"post-processing"``.
     """
     stages = stages or Stages()
     image = x if x.ndim == 4 else x[..., None]
-    with stages("body box"):
-        region = body_box(image[..., 0], **spec["body_box"]) if spec["body_box"] else None
     with stages("windows"):
+        region = body_box(image[..., 0], **spec["body_box"]) if spec["body_box"] else None
         labels = sliding_window_labels(
             position.network_input(image, spacing, False), predict_fn,
             Windows(window_size(image.shape[:3], spec["patch_size"], spec["total_stride"]),
