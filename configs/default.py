@@ -148,6 +148,10 @@ def get_config() -> ml_collections.ConfigDict:
     # >0: no organ farther than this (mm) from where it lay in the training cases (positions
     # from the scan centre; for fields of view centred on the body, like the position channels)
     ev.position_prior_mm = 0.0
+    # >0: sliding windows only over the body's box: components of the smoothed image above this
+    # SUV (log1p-normalized), widened by body_box_margin voxels; labels outside are background
+    ev.body_box_suv = 0.0
+    ev.body_box_margin = 16  # voxels around the body's box (network context at its edge)
     ev.batch_size = 2  # sliding-window patches per forward pass
     ev.mip_cases = 4  # cases with a maximum-intensity-projection figure in the report
     ev.nsd_tolerance_mm = 2.0  # normalized surface Dice tolerance

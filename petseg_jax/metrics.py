@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage, signal, spatial
 
 SUV_PEAK_RADIUS_MM = (3 * 1000.0 / (4 * np.pi)) ** (1 / 3)  # 1 cm^3 sphere: 6.2035 mm
 PET_STATS = ("volume_ml", "suv_mean", "suv_max", "suv_peak")
@@ -54,6 +54,9 @@ ORGAN_STATS_COLUMNS = ("organ", "label", "volume_ml", "suv_mean", "suv_max", "su
                        "suv_median", "sul_mean", "suvbsa_mean", "fov_truncated", "units",
                        "suv_source", "decay_correction")
 PROVENANCE_COLUMNS = ORGAN_STATS_COLUMNS[-3:]
+# SUVpeak's sphere sums: one voxel of an FFT-convolved box (sums and counts) costs as much as
+# about 50 direct gathers (530-730 ns vs 11 ns, BUILD_NOTES.md "Session 5 -- evaluation speed").
+_GATHERS_PER_FFT_VOXEL = 32
 
 
 def _spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
@@ -83,17 +86,30 @@ def _edges(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_erosion(mask) ^ mask
 
 
+def _surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """Indices ``(n, 3)`` of a non-empty mask's surface voxels (:func:`_edges`, background
+    outside the volume), in C order; the erosion runs on the mask's own bounding box."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return np.argwhere(_edges(np.pad(mask[box], 1))) + np.array([b.start - 1 for b in box])
+
+
+def _nearest_distances(points: np.ndarray, targets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Distance (mm) from each voxel of ``points`` to the nearest voxel of ``targets`` (both
+    ``(n, 3)`` indices): what a Euclidean distance transform of the targets gives at the
+    points, with its arithmetic (index differences times spacing, squared, summed, square
+    root), the nearest target found by a k-d tree."""
+    nearest = spatial.cKDTree(targets * spacing).query(points * spacing)[1]
+    steps = (targets[nearest] - points).astype(np.float64) * spacing
+    return np.sqrt(np.add.reduce(steps * steps, axis=1))
+
+
 def _surface_distances(p: np.ndarray, r: np.ndarray, spacing: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray] | None:
     """Directed surface distances (mm) P->R and R->P; None when either mask is empty."""
     if not p.any() or not r.any():
         return None
-    box = ndimage.find_objects((p | r).astype(np.uint8))[0]
-    p, r = np.pad(p[box], 1), np.pad(r[box], 1)  # erosion sees background around the crop
-    ep, er = _edges(p), _edges(r)
-    to_r = ndimage.distance_transform_edt(~er, sampling=spacing)
-    to_p = ndimage.distance_transform_edt(~ep, sampling=spacing)
-    return to_r[ep], to_p[er]
+    ep, er = _surface_voxels(p), _surface_voxels(r)
+    return _nearest_distances(ep, er, spacing), _nearest_distances(er, ep, spacing)
 
 
 def _surface_metrics(p: np.ndarray, r: np.ndarray, spacing: np.ndarray, percentile: float = 95.0,
@@ -155,6 +171,34 @@ def _sphere_kernel(spacing: np.ndarray, radius_mm: float) -> np.ndarray:
     return (sum(g**2 for g in grids) <= radius_mm**2).astype(np.float64)
 
 
+def _sphere_means(image: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Mean of ``image`` over the ``kernel`` sphere around each voxel of ``mask`` (in C order),
+    voxels outside ``image`` left out (neither summed nor counted).
+
+    Two ways to the same sums: a few scattered voxels gather their sphere's voxels directly
+    (cost: voxels x sphere size); a dense mask convolves its whole box by FFT (cost: box
+    voxels, independent of the sphere). The cheaper one is taken; they agree to float
+    rounding (1e-12 relative, tests/unit/test_metrics.py).
+    """
+    half = np.array(kernel.shape) // 2
+    offsets = np.argwhere(kernel > 0) - half
+    points = np.argwhere(mask)
+    if len(points) * len(offsets) > _GATHERS_PER_FFT_VOXEL * image.size:
+        sums = signal.fftconvolve(image, kernel, mode="same")
+        counts = signal.fftconvolve(np.ones_like(image), kernel, mode="same")
+        return sums[mask] / np.round(counts[mask])
+    pads = [(h, h) for h in half]
+    padded, inside = np.pad(image, pads), np.pad(np.ones(image.shape, np.int32), pads)
+    base = np.ravel_multi_index((points + half).T, padded.shape)
+    steps = np.ravel_multi_index((offsets + half).T, padded.shape) - np.ravel_multi_index(
+        tuple(half), padded.shape)
+    sums, counts = np.zeros(len(points)), np.zeros(len(points), np.int32)
+    for step in steps:
+        sums += padded.ravel()[base + step]
+        counts += inside.ravel()[base + step]
+    return sums / counts
+
+
 def _pet_stats(image: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> dict[str, float]:
     n = int(mask.sum())
     stats = {"volume_ml": n * float(np.prod(spacing)) / 1000.0}
@@ -165,12 +209,10 @@ def _pet_stats(image: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> dict
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     box = tuple(slice(max(b.start - h, 0), min(b.stop + h, size))
                 for b, h, size in zip(box, half, mask.shape))
-    img, m = image[box].astype(np.float64), mask[box]
-    sums = signal.fftconvolve(img, kernel, mode="same")
-    counts = signal.fftconvolve(np.ones_like(img), kernel, mode="same")
-    values = image[mask].astype(np.float64)
-    return stats | {"suv_mean": float(values.mean()), "suv_max": float(values.max()),
-                    "suv_peak": float((sums[m] / np.round(counts[m])).max())}
+    values = _sphere_means(image[box].astype(np.float64), mask[box], kernel)
+    suv = image[mask].astype(np.float64)
+    return stats | {"suv_mean": float(suv.mean()), "suv_max": float(suv.max()),
+                    "suv_peak": float(values.max())}
 
 
 def _image(image_suv: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

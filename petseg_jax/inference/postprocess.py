@@ -30,7 +30,9 @@ def largest_connected_component(labels: np.ndarray, label_ids: Iterable[int] | N
     if present[0] < 0:
         raise ValueError(f"labels must be non-negative, found {present[0]}")
     out = labels.copy()
-    ids = present[present != 0] if label_ids is None else np.intersect1d(present[present != 0], list(label_ids))
+    ids = present[present != 0]
+    if label_ids is not None:
+        ids = np.intersect1d(ids, list(label_ids))
     boxes = ndimage.find_objects(labels) if ids.size else []
     for label_id in ids:
         box = boxes[int(label_id) - 1]
@@ -54,6 +56,28 @@ def signal_region(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3:
         raise ValueError(f"image must be a 3-D volume, got shape {image.shape}")
     return ndimage.binary_fill_holes(image > 0)
+
+
+def body_box(image: np.ndarray, threshold: float, sigma_voxels: float, margin_voxels: int,
+             min_component_fraction: float) -> tuple[tuple[int, int], ...] | None:
+    """The body's box ``[lo, hi)`` per axis of a normalized image, widened by ``margin_voxels``
+    (inside the volume); ``None`` when no voxel is above ``threshold``.
+
+    The body is every 6-connected component of the Gaussian-smoothed (``sigma_voxels``) image
+    above ``threshold`` holding at least ``min_component_fraction`` of the largest one's voxels:
+    reconstruction noise in the air makes small components (at most 0.24 % of the body on the
+    demo's 40 cases, DRF 100 and NAC included), a detached limb a large one.
+    """
+    image = np.asarray(image, np.float32)
+    components, n = ndimage.label(ndimage.gaussian_filter(image, sigma_voxels) > threshold)
+    if n == 0:
+        return None
+    sizes = np.bincount(components.ravel())[1:]
+    boxes = ndimage.find_objects(components)
+    kept = [boxes[i] for i in np.flatnonzero(sizes >= min_component_fraction * sizes.max())]
+    return tuple((max(min(b[d].start for b in kept) - margin_voxels, 0),
+                  min(max(b[d].stop for b in kept) + margin_voxels, image.shape[d]))
+                 for d in range(image.ndim))
 
 
 def position_ranges(cases: Iterable[Mapping], margin_mm: float) -> dict[int, list[list[float]]]:
@@ -96,9 +120,9 @@ def outside_position_ranges(labels: np.ndarray, spacing: Sequence[float],
 
 def single_component_ids(counts: Iterable[Mapping[str, int] | None]) -> list[int] | None:
     """The ids that are ONE connected component in every case where they occur (the organs
-    largest-component post-processing cannot hurt on these cases), from per-case
-    counts (the manifest's ``class_components``, written by ingest); ``None`` when a case has no counts (a store from before they were
-    recorded)."""
+    largest-component post-processing cannot hurt on these cases), from per-case counts (the
+    manifest's ``class_components``, written by ingest); ``None`` when a case has no counts (a
+    store from before they were recorded)."""
     seen: dict[int, bool] = {}
     for case in counts:
         if case is None:

@@ -37,7 +37,10 @@ every row. Before it allocates, the memory it needs (two bands, two input slabs,
 and XLA's temporaries) is checked against :func:`petseg_jax.resources.available_memory`; a
 volume whose band cannot fit raises :class:`~petseg_jax.resources.MemoryBudgetError` naming the
 memory needed. The band is held in :func:`score_dtype` (float32 on the CPU, where XLA emulates
-bfloat16 slowly; bfloat16 on accelerators).
+bfloat16 slowly; bfloat16 on accelerators). With a ``region`` (a box of the volume, e.g. the
+body's) the windows tile that box as they would tile the volume cut to it, the rest stays
+background, and the program is still the whole volume's: a row runs only its first batches (a
+dynamic trip count), so boxes of any size share one compiled program.
 
 The compiled programs are cached per ``predict_fn`` object and shapes: pass the same function
 object across calls (not a fresh lambda) to reuse them, and pass model weights through ``params``
@@ -148,11 +151,21 @@ def slab_axis(padded_shape: Sequence[int]) -> int:
 
 
 def window_rows(padded_shape: Sequence[int], patch: Sequence[int], overlap: Sequence[float],
-                batch_size: int, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                batch_size: int, axis: int, region: Sequence[tuple[int, int]] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The windows in row order (module docstring): the rows' starts along ``axis`` ``(R,)``,
     the window corners ``(R, B, batch_size, 3)`` and weights ``(R, B, batch_size)``: 1, or 0
-    for the dummy windows (at the row's first corner) that fill each row's last batch."""
-    per_axis = axis_starts(padded_shape, patch, overlap)
+    for the dummy windows (at the row's first corner) that fill each row's last batch.
+
+    ``region`` (per axis ``[lo, hi)`` of the padded volume, each at least a patch long): the
+    windows tile that box instead of the whole volume, as they would tile the volume cut to it.
+    """
+    region = [(0, s) for s in padded_shape] if region is None else [tuple(r) for r in region]
+    if any(hi - lo < p or lo < 0 or hi > s for (lo, hi), p, s in zip(region, patch, padded_shape)):
+        raise ValueError(f"region {region} must lie in the padded volume {tuple(padded_shape)} "
+                         f"and be at least one patch {tuple(patch)} long")
+    per_axis = [[lo + a for a in starts] for (lo, _), starts in
+                zip(region, axis_starts([hi - lo for lo, hi in region], patch, overlap))]
     rows = np.asarray(per_axis[axis], np.int32)
     grid = np.array(list(itertools.product(*[[0] if d == axis else per_axis[d] for d in range(3)])),
                     np.int32)
@@ -165,6 +178,20 @@ def window_rows(padded_shape: Sequence[int], patch: Sequence[int], overlap: Sequ
                               np.zeros(n_dummy, np.float32)])
     return (rows, starts.reshape(len(rows), n_batches, batch_size, 3),
             np.tile(weights.reshape(n_batches, batch_size), (len(rows), 1, 1)))
+
+
+def grown_region(box: Sequence[tuple[int, int]], pads: Sequence[tuple[int, int]],
+                 padded_shape: Sequence[int], patch: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """A box ``[lo, hi)`` per axis of the volume as a region of the padded volume (the padding
+    before it added), grown about its centre (inside the padded volume) to at least a patch."""
+    region = []
+    for (lo, hi), (before, _), size, p in zip(box, pads, padded_shape, patch):
+        lo, hi = int(lo) + before, int(hi) + before
+        if hi - lo < p:
+            lo = min(max(lo - (p - (hi - lo)) // 2, 0), size - p)
+            hi = lo + p
+        region.append((lo, hi))
+    return tuple(region)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,19 +308,20 @@ def _compiled_volume(predict_fn: Callable, plan: _Plan, pads: tuple, pad_value: 
 def _compiled_band(predict_fn: Callable, plan: _Plan, band: jax.ShapeDtypeStruct,
                    slab: jax.ShapeDtypeStruct, n_batches: int, lut: jax.ShapeDtypeStruct | None,
                    params_leaves: tuple, params_tree: Any) -> Any:
-    """The compiled program adding one row of windows to the score band (donated), for one
-    predictor, plan and set of shapes (compiled once, kept for later calls)."""
+    """The compiled program adding the first ``n`` of ``n_batches`` batches of one row of windows
+    to the score band (donated), for one predictor, plan and set of shapes (compiled once, kept
+    for later calls: a region's rows, shorter than the volume's, run the same program)."""
     step = _batch_step(predict_fn, plan)
 
-    def run(band, slab, starts, weights, imp, lut, params):
+    def run(band, slab, n, starts, weights, imp, lut, params):
         def body(i, acc):
             return step(acc, None, slab, starts[i], weights[i], imp, lut, params)[0]
 
-        return lax.fori_loop(0, starts.shape[0], body, band)
+        return lax.fori_loop(0, n, body, band)
 
     batch = (n_batches, plan.batch_size)
     return jax.jit(run, donate_argnums=0).lower(
-        band, slab, jax.ShapeDtypeStruct(batch + (3,), jnp.int32),
+        band, slab, jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct(batch + (3,), jnp.int32),
         jax.ShapeDtypeStruct(batch, jnp.float32), jax.ShapeDtypeStruct(plan.patch, jnp.float32),
         lut, jax.tree.unflatten(params_tree, params_leaves)).compile()
 
@@ -427,9 +455,14 @@ def sliding_window_labels(
     position_spacing: Sequence[float] | None = None,
     progress: Progress | None = None,
     memory_budget: int | None = None,
+    region: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Label map ``(X, Y, Z)`` (uint8 when K <= 256, else int32) of a channels-last volume,
     streamed slab by slab along its longest axis in bounded memory (module docstring).
+
+    ``region`` (per axis ``[lo, hi)`` of the volume): the windows tile only that box, grown to
+    at least a patch (:func:`grown_region`), as they would tile the volume cut to it; labels
+    outside it are 0. The compiled program is the whole volume's (no compile per box).
 
     Same windows, weights, mirroring and labels as ``sliding_window(..., output="labels")``.
     ``position_spacing`` (mm) appends the volume's position channels, built per band;
@@ -458,13 +491,19 @@ def sliding_window_labels(
             f"{'x'.join(map(str, band_shape))} x {k} classes in {plan.accum_dtype})")
     resources.check_budget(needed, what, memory_budget)
 
-    rows, starts, weights = window_rows(padded, patch, overlaps, plan.batch_size, axis)
+    n_batches = window_rows(padded, patch, overlaps, plan.batch_size, axis)[1].shape[1]
+    rows, starts, weights = window_rows(
+        padded, patch, overlaps, plan.batch_size, axis,
+        None if region is None else grown_region(region, pads, padded, patch))
+    n_active = np.int32(starts.shape[1])  # batches per row; the program's arrays hold n_batches
+    fill = ((0, 0), (0, n_batches - n_active), (0, 0))
+    starts, weights = np.pad(starts, fill + ((0, 0),)), np.pad(weights, fill)
     starts[..., axis] -= rows[:, None, None]  # corners relative to their band
     imp = jnp.asarray(importance_map(patch, windows.mode, windows.sigma_scale))
     band = jax.ShapeDtypeStruct(band_shape + (k,), jnp.dtype(plan.accum_dtype))
     slab = jax.ShapeDtypeStruct(band_shape + (channels,), jnp.float32)
     params_leaves, params_tree = jax.tree.flatten(jax.eval_shape(lambda p: p, params))
-    compiled = _compiled_band(predict_fn, plan, band, slab, starts.shape[1],
+    compiled = _compiled_band(predict_fn, plan, band, slab, n_batches,
                               None if lut is None else jax.ShapeDtypeStruct(lut.shape, lut.dtype),
                               tuple(params_leaves), params_tree)
     stats = compiled.memory_analysis()
@@ -472,7 +511,7 @@ def sliding_window_labels(
                            memory_budget)
 
     positions = position.axis_positions(shape, position_spacing) if with_position else None
-    out = np.empty(shape, label_dtype)
+    out = np.zeros(shape, label_dtype)
     band = jnp.zeros(band.shape, band.dtype)
     crop = [slice(lo, lo + s) for (lo, _), s in zip(pads, shape)]
     before, length = pads[axis][0], shape[axis]
@@ -480,7 +519,7 @@ def sliding_window_labels(
     for r, row in enumerate(rows.tolist()):
         band = compiled(band, _band_input(volume, pads, axis, row, row + patch[axis],
                                           windows.pad_value, positions),
-                        starts[r], weights[r], imp, lut, params)
+                        n_active, starts[r], weights[r], imp, lut, params)
         n = int(rows[r + 1]) - row if r + 1 < len(rows) else patch[axis]
         labels, band = _finish_planes(band, n, axis)
         first, last = max(row - before, 0), min(row + n - before, length)

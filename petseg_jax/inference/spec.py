@@ -4,10 +4,12 @@ Training writes it at its start into ``WORKDIR/model.json`` (:data:`MODEL_FILE`)
 ``export``, ``predict`` and serving read only that, never the training store or config again.
 An export copies it into ``meta.json``. A missing key is an error naming it::
 
-    {"format_version": 2, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
+    {"format_version": 3, "schema": {...}, "patch_size": [..], "spacing": [..] (mm, RAS),
      "total_stride": [..], "normalization": {...}, "overlap": 0.5, "mirror_axes": [] | [0],
      "nonzero_mask": true | false, "largest_component": true | false,
      "largest_component_labels": [..], "position_ranges": {id: [[lo], [hi]]} | {},
+     "body_box": null | {"threshold": t, "sigma_voxels": 1.0, "margin_voxels": 16,
+                         "min_component_fraction": 0.01},
      "batch_size": 2, "in_channels": 1 | 4, "position_channels": false | true,
      "input_layout": "NXYZC", "output_layout": "NXYZK", "input_dtype": "float32",
      "output_dtype": "float32", "jax_version": "...", "splits": {"train": [..], ...},
@@ -18,7 +20,11 @@ An export copies it into ``meta.json``. A missing key is an error naming it::
 The post-processing decisions are the training config's ``evaluation`` section, resolved against
 the training cases: ``largest_component_labels`` lists the organs that are one component in every
 training case, ``position_ranges`` each organ's position range widened by
-``evaluation.position_prior_mm`` (empty when that is 0).
+``evaluation.position_prior_mm`` (empty when that is 0); ``body_box`` (windows only over the
+body's box, :func:`~petseg_jax.inference.postprocess.body_box`) holds
+``evaluation.body_box_suv`` as a threshold on the normalized image (the log1p transform of that
+SUV) and ``evaluation.body_box_margin`` (voxels); ``null`` when the SUV is 0. A format-2 record
+(before ``body_box``) reads as ``body_box: null``, which is what it did.
 
 The serving path imports this module: it must stay free of flax, optax, orbax and grain
 (:func:`make_inference_spec` imports the model package lazily, at training time only).
@@ -40,15 +46,20 @@ from petseg_jax.data.normalization import NormalizationConfig
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.inference.postprocess import position_ranges, single_component_ids
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: body_box
 MODEL_FILE = "model.json"
 INPUT_LAYOUT = "NXYZC"
 OUTPUT_LAYOUT = "NXYZK"
 REQUIRED_KEYS = ("format_version", "schema", "patch_size", "spacing", "total_stride",
                  "normalization", "overlap", "mirror_axes", "nonzero_mask", "largest_component",
-                 "largest_component_labels", "position_ranges", "batch_size", "in_channels",
+                 "largest_component_labels", "position_ranges", "body_box", "batch_size",
+                 "in_channels",
                  "position_channels", "input_layout", "output_layout", "input_dtype",
                  "output_dtype", "splits", "training_data", "training")
+
+
+BODY_BOX_SIGMA_VOXELS = 1.0  # smoothing before the body threshold
+BODY_BOX_MIN_COMPONENT_FRACTION = 0.01  # body parts: components >= 1 % of the largest
 
 
 class SpecError(ValueError):
@@ -97,6 +108,16 @@ def make_inference_spec(config: Any, schema: LabelSchema, manifest: Mapping[str,
             raise SpecError(f"evaluation.largest_component needs the ingest's class_components, "
                             f"which training cases {lacking[:5]} of {store} lack; re-ingest")
         labels = single_component_ids(c["class_components"] for c in train)
+    body = None
+    if float(evaluation["body_box_suv"]) > 0:
+        norm = NormalizationConfig.from_config(data["normalization"])
+        if norm.transform != "log1p":
+            raise SpecError("evaluation.body_box_suv needs data.normalization.transform = "
+                            f"'log1p' (a fixed threshold), not {norm.transform!r}")
+        body = {"threshold": float(np.log1p(float(evaluation["body_box_suv"])) * norm.scale),
+                "sigma_voxels": BODY_BOX_SIGMA_VOXELS,
+                "margin_voxels": int(evaluation["body_box_margin"]),
+                "min_component_fraction": BODY_BOX_MIN_COMPONENT_FRACTION}
     margin = float(evaluation["position_prior_mm"])
     ranges = {str(k): v for k, v in position_ranges(train, margin).items()} if margin > 0 else {}
     return {
@@ -113,6 +134,7 @@ def make_inference_spec(config: Any, schema: LabelSchema, manifest: Mapping[str,
         "largest_component": bool(evaluation["largest_component"]),
         "largest_component_labels": labels,
         "position_ranges": ranges,
+        "body_box": body,
         "batch_size": int(evaluation["batch_size"]),
         "in_channels": position.input_channels(data),
         "position_channels": position.enabled(data),
@@ -165,6 +187,8 @@ def check_spec(spec: Mapping[str, Any], source: str = "spec") -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise SpecError(f"{source}: format_version {version} is newer than this petseg_jax "
                         f"reads ({FORMAT_VERSION}); upgrade petseg_jax to use this model")
+    if version < 3:  # before body_box: windows over the whole volume
+        spec = dict(spec) | {"body_box": spec.get("body_box")}
     missing = [k for k in REQUIRED_KEYS if k not in spec]
     if missing:
         raise SpecError(f"{source}: missing keys {missing}")

@@ -299,7 +299,7 @@ class Grid:
     @classmethod
     def covering(cls, lo: np.ndarray, hi: np.ndarray, spacing: Sequence[float]) -> "Grid":
         spacing = tuple(float(s) for s in spacing)
-        shape = tuple(int(math.ceil((h - l) / s)) + 1 for l, h, s in zip(lo, hi, spacing))
+        shape = tuple(int(math.ceil((hi_ - lo_) / s)) + 1 for lo_, hi_, s in zip(lo, hi, spacing))
         return cls(tuple(float(v) for v in lo), spacing, shape)
 
     @property
@@ -565,9 +565,13 @@ class Anatomy:
         weight = np.interp(z, [dome - 250, dome - 60, dome + 20, dome + 150], [0, 1, 1, 0])
         shift = np.rint(self.diaphragm_shift_mm * weight / grid.spacing[2]).astype(np.int64)
         source = np.clip(np.arange(len(z)) - shift, 0, len(z) - 1)
-        moved = tissue[:, :, source]
-        movable = _MOVABLE[tissue] & _MOVABLE[moved]
-        return np.where(movable, moved, tissue)
+        out = tissue.copy()
+        band = np.flatnonzero(source != np.arange(len(z)))  # slices that move (the trunk)
+        if band.size:
+            band = slice(band[0], band[-1] + 1)
+            here, moved = tissue[:, :, band], tissue[:, :, source[band]]
+            out[:, :, band] = np.where(_MOVABLE[here] & _MOVABLE[moved], moved, here)
+        return out
 
     def _paint_bed(self, pt: Painter) -> None:
         """The patient bed: a 12 mm carbon-fibre pallet, 46 cm wide, the whole scan long."""

@@ -51,6 +51,8 @@ DEFAULT_DOSE_FACTORS = (1.0, 4.0, 10.0, 20.0, 50.0, 100.0)
 TEXTURE_FWHM_MM = 14.0  # within-organ texture correlation length (sigma ~6 mm)
 SUPERSAMPLE = 2  # tissue drawn on a grid this many times finer per axis, then averaged down
 _MU = np.array([t.mu for t in TISSUES], np.float32)
+# relative axial length of a field of view's scans (generation time follows it)
+_AXIAL_COST = {"total_body": 3, "long_axial": 2, "conventional": 1}
 _LUNG = np.isin(np.arange(len(TISSUES)), [TISSUE_CODE["lung_right"], TISSUE_CODE["lung_left"]])
 
 
@@ -321,6 +323,13 @@ def write_case(out: Path, plan: CasePlan, spacing_mm: float | None,
     return dataclasses.replace(case.metadata, split=plan.split)
 
 
+def longest_first(plans: Sequence[CasePlan]) -> list[int]:
+    """Indices of ``plans``, the longest scans first (total body, 106 cm, conventional; stable
+    within a class): handed to a worker pool in this order, no worker is left with a long
+    case while the others idle at the end."""
+    return sorted(range(len(plans)), key=lambda i: -_AXIAL_COST[plans[i].field_of_view])
+
+
 def _prepare_out(out: Path, overwrite: bool, marker: dict) -> None:
     """Refuse foreign non-empty folders; mark the dataset incomplete until it is finished."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
@@ -349,10 +358,11 @@ def write_dataset(out: str | Path, plans: Sequence[CasePlan], spacing_mm: float 
     else:
         # spawn, not fork: the scanner model runs JAX, which must not be forked once started
         with process_pool(workers) as pool:
-            futures = [pool.submit(write_case, out, plan, spacing_mm) for plan in plans]
-            for f in futures:
+            futures = {i: pool.submit(write_case, out, plans[i], spacing_mm)
+                       for i in longest_first(plans)}
+            for f in futures.values():
                 f.add_done_callback(lambda _: bar.update())
-            rows = [f.result() for f in futures]
+            rows = [futures[i].result() for i in range(len(plans))]
     bar.close()
     write_metadata_csv(out, rows)
     write_dataset_json(out, DEFAULT_SCHEMA, len(rows), name="petseg_jax synthetic PET phantom")

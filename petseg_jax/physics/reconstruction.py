@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from petseg_jax.physics.acquisition import FWHM_TO_SIGMA, Scan, pad_z, z_chunks
+from petseg_jax.physics.acquisition import (
+    FWHM_TO_SIGMA, Z_CHUNK, Scan, pad_z, slab_width, z_chunks)
 from petseg_jax.physics.projector import SubsetProjector
 
 
@@ -58,19 +59,24 @@ def gaussian_kernels(fwhm_mm: float, spacing) -> tuple[np.ndarray, ...]:
     return tuple(kernels)
 
 
-def _blur(x: jax.Array, kernels: tuple, nx: int, ny: int) -> jax.Array:
-    """Separable zero-padded convolution of a (nx * ny, z) image by 1-D kernels."""
+def _convolve(x: jax.Array, taps: jax.Array, axis: int) -> jax.Array:
+    """Zero-padded convolution of ``x`` along ``axis`` by the odd-length 1-D kernel ``taps``."""
+    radius = (taps.shape[0] - 1) // 2
+    if radius == 0:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius, radius)
+    padded = jnp.pad(x, pad)
+    n = x.shape[axis]
+    return sum(taps[i] * jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
+               for i in range(taps.shape[0]))
+
+
+def _blur_transaxial(x: jax.Array, kernels: tuple, nx: int, ny: int) -> jax.Array:
+    """Separable convolution of a (nx * ny, z) image by the x and y kernels of ``kernels``."""
     x = x.reshape(nx, ny, -1)
-    for axis, taps in enumerate(kernels):
-        radius = (taps.shape[0] - 1) // 2
-        if radius == 0:
-            continue
-        pad = [(0, 0)] * 3
-        pad[axis] = (radius, radius)
-        padded = jnp.pad(x, pad)
-        n = x.shape[axis]
-        x = sum(taps[i] * jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
-                for i in range(taps.shape[0]))
+    for axis in (0, 1):
+        x = _convolve(x, kernels[axis], axis)
     return x.reshape(nx * ny, -1)
 
 
@@ -81,18 +87,32 @@ def osem(projector: SubsetProjector, counts: jax.Array, mult: jax.Array, additiv
     with resolution modelling by the separable kernels ``psf`` (none when empty)."""
     subsets = projector.subsets
     nx, ny = projector.geom.nx, projector.geom.ny
-    blur = (lambda x: _blur(x, psf, nx, ny)) if psf else (lambda x: x)  # noqa: E731
-    sens = jax.lax.map(lambda s: blur(projector.back(mult[s], s)), jnp.arange(subsets))
+    # The projector acts on each slice, so the PSF's z part commutes with it: H_s = A_s G_xy G_z
+    # = G_z A_s G_xy, and the z blur is applied to the subset's sinogram (rows, z), ~13x
+    # smaller than the image on the demo's grid. Same operator, fewer operations.
+    if psf:
+        blur_image = lambda x: _blur_transaxial(x, psf, nx, ny)  # noqa: E731
+        blur_sino = lambda y: _convolve(y, psf[2], 1)  # noqa: E731
+    else:
+        blur_image = blur_sino = lambda a: a  # noqa: E731
+
+    def forward(x, s):  # H_s x
+        return blur_sino(projector.forward(blur_image(x), s))
+
+    def back(y, s):  # H_s^T y
+        return blur_image(projector.back(blur_sino(y), s))
+
+    sens = jax.lax.map(lambda s: back(mult[s], s), jnp.arange(subsets))
     tiny = 1e-6 * jnp.max(sens)
     # start from a uniform image with the data's total activity
     level = jnp.maximum(jnp.sum(counts - additive), 0.0) / jnp.maximum(jnp.sum(sens), tiny)
     x = jnp.full(sens.shape[1:], level, counts.dtype)
 
     def update(s, x):
-        expected = mult[s] * projector.forward(blur(x), s) + additive[s]
+        expected = mult[s] * forward(x, s) + additive[s]
         ratio = jnp.where(expected > 0, counts[s] / jnp.where(expected > 0, expected, 1.0), 0.0)
-        back = blur(projector.back(mult[s] * ratio, s))
-        return jnp.where(sens[s] > tiny, x * back / jnp.maximum(sens[s], tiny), 0.0)
+        return jnp.where(sens[s] > tiny, x * back(mult[s] * ratio, s) / jnp.maximum(sens[s], tiny),
+                         0.0)
 
     return jax.lax.fori_loop(0, iterations,
                              lambda _, x: jax.lax.fori_loop(0, subsets, update, x), x)
@@ -111,7 +131,9 @@ def reconstruct(scan: Scan, counts: np.ndarray, dose_reduction_factor: float,
     psf = gaussian_kernels(psf_fwhm_mm, scan.spacing) if psf_fwhm_mm > 0 else ()
     if all(p.shape[0] == 1 for p in psf):  # the PSF is below what the grid resolves
         psf = ()
-    halo = (psf[2].shape[0] - 1) // 2 if psf else 0
+    # z halo: the PSF's z radius, widened to fill the aligned slab (a wider halo is only more
+    # accurate; the slab's width is a multiple of Z_ALIGN, see acquisition.slab_width)
+    halo = (slab_width((psf[2].shape[0] - 1) // 2) - Z_CHUNK) // 2 if psf else 0
     nz = scan.shape[2]
     image = np.empty((scan.shape[0] * scan.shape[1], nz), np.float32)
     for core in z_chunks(nz):

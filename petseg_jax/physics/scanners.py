@@ -72,9 +72,17 @@ def _one_bed(z: np.ndarray, cls: ScannerClass) -> np.ndarray:
 
 def bed_starts(extent_mm: float, cls: ScannerClass) -> np.ndarray:
     """First-ring positions (mm from the scan's first slice) of the beds covering
-    ``extent_mm``, centred on it; one bed when the scan fits in one."""
+    ``extent_mm``, centred on it; one bed when the scan fits in one.
+
+    A one-bed class (``bed_overlap`` 0: total body, long axial) scans a longer extent (a
+    106 cm field of view rounded up to whole slices, a subject taller than 194 cm) in two beds
+    spread over it, the second moved by just the extra length: abutting beds would leave a
+    slice of zero sensitivity between them, which no clinical bed plan does.
+    """
     step = cls.axial_mm * (1.0 - cls.bed_overlap)
     beds = 1 if extent_mm <= cls.axial_mm else int(np.ceil((extent_mm - cls.axial_mm) / step)) + 1
+    if beds > 1 and cls.bed_overlap == 0.0:
+        step = (extent_mm - cls.axial_mm) / (beds - 1)
     span = cls.axial_mm + (beds - 1) * step
     return (extent_mm - span) / 2 + step * np.arange(beds)
 

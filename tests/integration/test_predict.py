@@ -41,7 +41,7 @@ def fake_predictor(spacing=(5.0, 5.0, 5.0)) -> Predictor:
     spec = {"format_version": FORMAT_VERSION, "schema": SCHEMA.to_json(),
             "patch_size": [16, 16, 16], "spacing": list(spacing), "total_stride": [4, 4, 4],
             "normalization": dataclasses.asdict(NormalizationConfig.from_config()),
-            "overlap": 0.5, "mirror_axes": [], "batch_size": 4, "nonzero_mask": False,
+            "overlap": 0.5, "mirror_axes": [], "batch_size": 4, "nonzero_mask": False, "body_box": None,
             "largest_component": False, "largest_component_labels": [], "position_ranges": {},
             "in_channels": 1, "position_channels": False, "input_layout": "NXYZC",
             "output_layout": "NXYZK", "input_dtype": "float32", "output_dtype": "float32",

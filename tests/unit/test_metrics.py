@@ -80,7 +80,8 @@ def test_empty_mask_conventions():
     assert metrics.normalized_surface_dice(empty, full, 1, sp, 1.0) == 0.0
     # PET statistics of an absent organ
     stats = metrics.organ_pet_stats(np.ones((10, 10, 10)), empty, 1, sp)
-    assert stats["volume_ml"] == 0.0 and all(math.isnan(stats[k]) for k in ("suv_mean", "suv_max", "suv_peak"))
+    assert stats["volume_ml"] == 0.0
+    assert all(math.isnan(stats[k]) for k in ("suv_mean", "suv_max", "suv_peak"))
 
 
 def test_bad_input_is_rejected():
@@ -123,7 +124,8 @@ def test_pet_errors_and_organ_metrics_agree_with_single_metrics():
     errs = metrics.pet_quantification_errors(image, pred, ref, 3, spacing)
     sp, sr = (metrics.organ_pet_stats(image, x, 3, spacing) for x in (pred, ref))
     for name in metrics.PET_STATS:
-        assert errs[f"{name}_pred"] == pytest.approx(sp[name]) and errs[f"{name}_ref"] == pytest.approx(sr[name])
+        assert errs[f"{name}_pred"] == pytest.approx(sp[name])
+        assert errs[f"{name}_ref"] == pytest.approx(sr[name])
         assert errs[f"{name}_error"] == pytest.approx(sp[name] - sr[name])
         assert errs[f"{name}_rel_error"] == pytest.approx((sp[name] - sr[name]) / sr[name])
     row = metrics.organ_metrics(pred, ref, 3, spacing, image_suv=image, nsd_tolerance_mm=3.0)
@@ -153,12 +155,13 @@ def test_matches_monai_when_installed():
             warnings.simplefilter("ignore")
             # one empty mask: MONAI's percentile HD is NaN (torch.quantile of infs), its max HD inf;
             # ours is inf (see the conventions table)
-            hd = monai_metrics.compute_hausdorff_distance(yp, yr, percentile=95 if p.any() and r.any() else None,
-                                                          spacing=spacing)
+            hd = monai_metrics.compute_hausdorff_distance(
+                yp, yr, percentile=95 if p.any() and r.any() else None, spacing=spacing)
             nsd = monai_metrics.compute_surface_dice(yp, yr, [3.0], spacing=spacing)
             dc = monai_metrics.compute_dice(yp, yr, include_background=False)
         np.testing.assert_allclose(metrics.hd95(p, r, 1, spacing), float(hd), rtol=1e-5)
-        np.testing.assert_allclose(metrics.normalized_surface_dice(p, r, 1, spacing, 3.0), float(nsd), rtol=1e-6)
+        np.testing.assert_allclose(metrics.normalized_surface_dice(p, r, 1, spacing, 3.0), float(nsd),
+                                   rtol=1e-6)
         np.testing.assert_allclose(metrics.dice(p, r, 1), float(dc), rtol=1e-6)
 
 
@@ -184,3 +187,37 @@ def test_organ_statistics_columns_values_and_truncation():
     assert a["decay_correction"] == "START"
     with pytest.raises(ValueError, match="provenance lacks"):
         metrics.organ_statistics(image, labels, (2, 2, 2), {1: "a"}, {"units": "SUV"})
+
+
+def _blobs(seed, shape=(30, 26, 18)):
+    """A smooth random organ plus scattered one-voxel specks far from it (a poor prediction)."""
+    rng = np.random.default_rng(seed)
+    mask = ndimage.gaussian_filter(rng.random(shape), 2.0) > 0.52
+    mask[tuple(rng.integers(0, s, 12) for s in shape)] = True
+    return mask
+
+
+def test_surface_distances_equal_the_distance_transform():
+    """The k-d tree's nearest surface voxels give the distances of the Euclidean distance
+    transform of the other surface (the definition), at anisotropic spacing."""
+    spacing = np.array([1.0, 1.5, 2.5])
+    p, r = _blobs(1), _blobs(2)
+    box = ndimage.find_objects((p | r).astype(np.uint8))[0]
+    pp, rr = np.pad(p[box], 1), np.pad(r[box], 1)
+    ep, er = ndimage.binary_erosion(pp) ^ pp, ndimage.binary_erosion(rr) ^ rr
+    want = (ndimage.distance_transform_edt(~er, sampling=spacing)[ep],
+            ndimage.distance_transform_edt(~ep, sampling=spacing)[er])
+    for got, expected in zip(metrics._surface_distances(p, r, spacing), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_suv_peak_sphere_sums_direct_and_by_fft_agree(monkeypatch):
+    image = np.random.default_rng(3).gamma(2.0, 1.0, (30, 26, 18))
+    for spacing in ((2.0, 2.0, 2.0), (1.0, 1.5, 2.5), (6.0, 6.0, 6.0)):
+        kernel = metrics._sphere_kernel(np.array(spacing), metrics.SUV_PEAK_RADIUS_MM)
+        mask = _blobs(4)
+        means = {}
+        for name, gathers in (("fft", 0), ("direct", 10**9)):
+            monkeypatch.setattr(metrics, "_GATHERS_PER_FFT_VOXEL", gathers)
+            means[name] = metrics._sphere_means(image, mask, kernel)
+        np.testing.assert_allclose(means["direct"], means["fft"], rtol=1e-12)

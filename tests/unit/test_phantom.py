@@ -275,3 +275,13 @@ def test_plan_cases_splits():
                                nac_fraction=1.0)
     assert [p.split for p in small].count("test") == 1  # forced full-dose AC not allowed here
     assert all(p.dose_reduction_factor in (4, 10) and not p.attenuation_corrected for p in small)
+
+
+def test_longest_scans_generated_first():
+    plans = phantom.plan_cases(12, seed=1)
+    order = phantom.longest_first(plans)
+    assert sorted(order) == list(range(12))
+    kinds = [plans[i].field_of_view for i in order]
+    assert kinds == sorted(kinds, key=["total_body", "long_axial", "conventional"].index)
+    same = [i for i in order if plans[i].field_of_view == "long_axial"]
+    assert same == sorted(same)  # stable within a class

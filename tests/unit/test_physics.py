@@ -52,6 +52,14 @@ def test_axial_profiles():
     beds = bed_starts(900.0, SCANNER_CLASSES["conventional"])
     assert len(beds) == 6 and conv.min() > 0.1  # overlapping beds leave no gap
     assert np.all(np.diff(beds) < SCANNER_CLASSES["conventional"].axial_mm)
+    # A 106 cm field of view on 6 mm slices (178 slices, 1068 mm) and a 2 m subject on a 194 cm
+    # scanner: two beds, no slice of zero sensitivity between them.
+    for field_of_view, nz in (("long_axial", 178), ("total_body", 340)):
+        profile = axial_sensitivity(nz, 6.0, field_of_view)
+        assert len(bed_starts(nz * 6.0, SCANNER_CLASSES[field_of_view])) == 2
+        peak = int(np.argmax(profile))  # rises to its peak, then falls: no dip between beds
+        assert np.all(np.diff(profile[:peak + 1]) >= -1e-6), field_of_view
+        assert np.all(np.diff(profile[peak:]) <= 1e-6), field_of_view
     with pytest.raises(ValueError, match="field_of_view"):
         axial_sensitivity(10, 10.0, "whole_planet")
 

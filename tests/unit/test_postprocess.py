@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from petseg_jax.data import position
-from petseg_jax.inference.postprocess import (largest_connected_component,
+from petseg_jax.inference.postprocess import (body_box, largest_connected_component,
                                               outside_position_ranges, position_ranges,
                                               signal_region, single_component_ids)
 
@@ -94,3 +94,17 @@ def test_outside_position_ranges_drops_only_far_voxels_of_listed_organs():
     np.testing.assert_array_equal(out[1:4, 2:5, 1:3], 1)
     assert (out == 1).sum() == 3 * 3 * 2
     assert labels[8, 6, 5] == 1  # the input is not changed
+
+
+def test_body_box_keeps_body_parts_and_ignores_noise_in_the_air():
+    x = np.zeros((40, 36, 30), np.float32)
+    x[12:22, 10:18, 4:26] = 1.0  # the trunk
+    x[30:33, 12:15, 10:13] = 1.0  # a detached hand: 27 voxels, >= 1 % of the trunk
+    x[2, 30, 2] = x[38, 2, 28] = 0.5  # single-voxel noise: above threshold after smoothing
+    kw = {"threshold": 0.02, "sigma_voxels": 1.0, "min_component_fraction": 0.01}
+    # the smoothed image passes 0.02 two voxels beyond an edge, then the margin
+    assert body_box(x, margin_voxels=0, **kw) == ((10, 35), (8, 20), (2, 28))
+    assert body_box(x, margin_voxels=3, **kw) == ((7, 38), (5, 23), (0, 30))  # inside the volume
+    assert body_box(x, margin_voxels=0, **kw | {"min_component_fraction": 0.5}) == (
+        (10, 24), (8, 20), (2, 28))  # the trunk alone
+    assert body_box(np.zeros((5, 5, 5)), margin_voxels=2, **kw) is None

@@ -5,6 +5,7 @@ import numpy as np
 
 from petseg_jax.data import position
 from petseg_jax.data.schema import DEFAULT_SCHEMA
+from petseg_jax.inference.postprocess import body_box
 from petseg_jax.inference.segment import segment
 
 LIVER = DEFAULT_SCHEMA.id_of("liver")
@@ -14,7 +15,7 @@ def _spec(**extra):
     return {"schema": DEFAULT_SCHEMA.to_json(), "patch_size": [8, 8, 8], "overlap": 0.5,
             "total_stride": [4, 4, 4], "mirror_axes": [], "batch_size": 2,
             "largest_component": False, "largest_component_labels": [], "position_ranges": {},
-            "position_channels": False, "nonzero_mask": False} | extra
+            "position_channels": False, "nonzero_mask": False, "body_box": None} | extra
 
 
 def _liver_everywhere(params, x):
@@ -80,3 +81,22 @@ def test_bed_and_large_empty_regions_stay_background():
                      _spec(nonzero_mask=True, largest_component=True,
                            largest_component_labels=[LIVER]))
     np.testing.assert_array_equal(labels == LIVER, x == 1.0)
+
+
+def test_windows_only_over_the_body_box_with_background_around():
+    """A body in a wide field of view with faint noise in the air: the windows tile the body's
+    box and margin, the labels outside are background."""
+    x = np.zeros((40, 36, 30), np.float32)
+    x[12:22, 10:18, 4:26] = 1.0  # the body
+    x[35, 30, 2] = x[2, 2, 28] = 0.5  # single-voxel noise in the air, far from the body
+    body = {"threshold": 0.02, "sigma_voxels": 1.0, "margin_voxels": 2,
+            "min_component_fraction": 0.01}
+    seen = []
+    labels = segment(x, (6.0, 6.0, 6.0), _liver_everywhere, {}, _spec(body_box=body),
+                     progress=lambda done, total: seen.append(total))
+    box = tuple(slice(*b) for b in body_box(x, **body))
+    assert [(b.start, b.stop) for b in box] == [(8, 26), (6, 22), (0, 30)]
+    want = np.zeros(x.shape, bool)
+    want[box] = True
+    np.testing.assert_array_equal(labels == LIVER, want)
+    assert seen[-1] == 4 * 3 * 7  # windows over the 18 x 16 x 30 box (the volume: 9 x 8 x 7)

@@ -44,6 +44,7 @@ def test_spec_from_config_is_json_and_valid(tmp_path):
     assert spec["nonzero_mask"] is True  # the default config's evaluation.nonzero_mask
     assert spec["position_ranges"] == {}  # evaluation.position_prior_mm = 0: off
     assert spec["largest_component"] is False and spec["mirror_axes"] == []
+    assert spec["body_box"] is None  # evaluation.body_box_suv = 0: off
     with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema,
                                                  _manifest(), NO_SPLITS, tmp_path)
     assert with_position["in_channels"] == 4 and with_position["position_channels"] is True
@@ -120,6 +121,25 @@ def test_check_spec_names_missing_keys(valid_spec):
     del valid_spec["overlap"]
     with pytest.raises(spec_lib.SpecError, match="meta.json: missing keys \\['overlap'\\]"):
         spec_lib.check_spec(valid_spec, "meta.json")
+
+
+def test_body_box_threshold_is_the_normalized_suv(tmp_path):
+    config = _config()
+    config.evaluation.body_box_suv = 0.02
+    config.evaluation.body_box_margin = 8
+    spec = spec_lib.make_inference_spec(config, DEFAULT_SCHEMA, _manifest(), NO_SPLITS, tmp_path)
+    assert spec["body_box"] == {"threshold": pytest.approx(np.log1p(0.02)), "sigma_voxels": 1.0,
+                                "margin_voxels": 8, "min_component_fraction": 0.01}
+    config.data.normalization.transform = "clip"  # a per-case ceiling: no fixed threshold
+    with pytest.raises(spec_lib.SpecError, match="body_box_suv needs"):
+        spec_lib.make_inference_spec(config, DEFAULT_SCHEMA, _manifest(), NO_SPLITS, tmp_path)
+
+
+def test_a_format_2_record_has_no_body_box(valid_spec):
+    old = {k: v for k, v in valid_spec.items() if k != "body_box"} | {"format_version": 2}
+    assert spec_lib.check_spec(old)["body_box"] is None
+    with pytest.raises(spec_lib.SpecError, match=r"missing keys \['body_box'\]"):
+        spec_lib.check_spec({k: v for k, v in valid_spec.items() if k != "body_box"})
 
 
 def test_to_jsonable():

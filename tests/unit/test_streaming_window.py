@@ -62,6 +62,28 @@ def test_the_compiled_band_program_is_reused():
     assert after.misses == before.misses and after.hits == before.hits + 1
 
 
+@pytest.mark.parametrize("box", [((3, 12), (2, 12), (4, 22)),   # every axis at least a patch
+                                 ((5, 9), (0, 12), (1, 26))])  # X grown to a patch: (3, 11)
+def test_a_region_is_the_volume_cut_to_it_with_the_same_program(box):
+    from petseg_jax.inference.sliding_window import _compiled_band, grown_region
+
+    vol = np.random.default_rng(2).normal(size=(14, 12, 26, 4)).astype(np.float32)
+    windows = Windows(PATCH, batch_size=3)
+    sliding_window_labels(vol, unet, windows, params=STATE)
+    before = _compiled_band.cache_info()
+    seen = []
+    labels = sliding_window_labels(vol, unet, windows, params=STATE, region=box,
+                                   progress=lambda done, total: seen.append((done, total)))
+    assert _compiled_band.cache_info().misses == before.misses  # no compile per box
+    cut = tuple(slice(*r) for r in grown_region(box, ((0, 0),) * 3, vol.shape[:3], PATCH))
+    want = np.zeros(vol.shape[:3], np.uint8)
+    want[cut] = sliding_window_labels(vol[cut], unet, windows, params=STATE)
+    np.testing.assert_array_equal(labels, want)
+    assert len(np.unique(labels[cut])) > 1
+    total = len(window_starts([c.stop - c.start for c in cut], PATCH, (0.5,) * 3))
+    assert seen[-1] == (total, total)
+
+
 def test_window_rows_hold_every_window_once_in_row_order():
     rows, starts, weights = window_rows((20, 9, 13), (6, 8, 5), (0.5, 0.5, 0.5), 4, axis=2)
     assert rows.tolist() == [0, 2, 4, 6, 8]
