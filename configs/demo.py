@@ -29,7 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     # than 2 x 64x48x64 (BUILD_NOTES.md, "Training and the demo").
     data.patch_size = (32, 32, 32)
     data.batch_size = 2
-    # A third of the patches centred on a class, the rest anywhere (nnU-Net's default). Whole
+    # A third of the patches centred on a class, the rest anywhere (nnU-Net's default; with 2
+    # patches a batch, ceil(2 / 3) = 1 slot of each batch is class-centred). Whole
     # bodies in 650 mm fields of view are mostly air, limbs and bed: with every patch
     # class-centred (sessions 1-3, on cropped trunks) the network never learnt them as
     # background and drew organs there (validation Dice 0.187 vs 0.311, BUILD_NOTES.md session 5).
