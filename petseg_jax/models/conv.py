@@ -6,7 +6,12 @@ Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
 
 * ``"xla"``: ``lax.conv_general_dilated`` as is (cuDNN on GPU, fast there).
 * ``"fold"``: the ``kx`` taps along X are folded into channels (``kx`` strided slices
-  concatenated) and the rest is ONE 2-D convolution over (Y, Z) with X in the batch.
+  concatenated) and the rest is ONE 2-D convolution over (Y, Z) with X in the batch. Where
+  ``Cin > Cout`` (stride 1 along X) the forward "unfolds" instead: one 2-D convolution into
+  ``kx * Cout`` channels, summed at the taps' X shifts (:func:`_unfold_forward`), when no
+  gradient is taken: the library's 2-D convolutions run faster with the wide side on their
+  output (inference ~17% faster); the input gradient always has it there (autodiff of the
+  folded form).
   XLA:CPU hands 2-D convolutions to a fast library (YNNPACK in jaxlib 0.10), while its 3-D
   convolutions (and most of all their gradients) take a slow generic path. The weight gradient
   has its own rule (see :func:`_fold_weight_grad`): XLA:CPU's backward-filter convolution
@@ -117,6 +122,26 @@ def _fold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int]
     return y.reshape(n, ox, *y.shape[1:])
 
 
+def _unfold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
+                    pads: Pads) -> jax.Array:
+    """Stride 1 along X: one 2-D convolution over (Y, Z) of every X plane into ``kx * Cout``
+    channels (one group per X tap), then the ``kx`` groups summed at their X shifts.
+
+    Same numbers as :func:`_fold_forward` (up to float rounding) with the wide side of the
+    2-D convolution on its output, which XLA:CPU's library kernels run several times faster
+    (a forward with ``kx * Cin`` inputs and ``Cout`` outputs is their slow direction).
+    """
+    kx, ky, kz, cin, cout = kernel.shape
+    n, nx, ny, nz, _ = x.shape
+    ox = _out_shape(x, kernel, strides, pads)[0]
+    k2 = kernel.transpose(1, 2, 3, 0, 4).reshape(ky, kz, cin, kx * cout)
+    z = lax.conv_general_dilated(x.reshape(n * nx, ny, nz, cin), k2, strides[1:], pads[1:],
+                                 dimension_numbers=_DN2)
+    z = jnp.pad(z.reshape(n, nx, *z.shape[1:3], kx, cout),
+                ((0, 0), pads[0], (0, 0), (0, 0), (0, 0), (0, 0)))
+    return sum(z[:, i:i + ox, :, :, i] for i in range(kx))
+
+
 def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
                       strides: tuple[int, int, int], pads: Pads) -> jax.Array:
     """d(loss)/d(kernel) given the output cotangent ``g``.
@@ -135,10 +160,22 @@ def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
     return jnp.stack(taps).reshape(kernel_shape)
 
 
+def _forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
+             pads: Pads) -> jax.Array:
+    """The fold path's forward when no gradient is taken (inference): :func:`_unfold_forward`
+    where it puts the narrow side on the input (stride 1 along X, ``Cin > Cout``), else
+    :func:`_fold_forward`. A differentiated call keeps :func:`_fold_forward`: in the train step
+    the unfolded forward gave no gain (BUILD_NOTES.md, session 6, "CPU speed")."""
+    kx, _, _, cin, cout = kernel.shape
+    if strides[0] == 1 and kx > 1 and cin > cout:
+        return _unfold_forward(x, kernel, strides, pads)
+    return _fold_forward(x, kernel, strides, pads)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _fold_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
                pads: Pads) -> jax.Array:
-    return _fold_forward(x, kernel, strides, pads)
+    return _forward(x, kernel, strides, pads)
 
 
 def _fold_conv_fwd(x, kernel, strides, pads):
