@@ -9,8 +9,10 @@ RAS, resampled to the target spacing (default: the dataset's median spacing; ima
 labels nearest) and written as one image and one label array, plus the dose model's full-dose
 noise variance map (:mod:`petseg_jax.physics.noise`: attenuation from the body outline and the
 labels, the axial profile of the ``field_of_view`` column's scanner class (default total body),
-the texture of the ``psf_fwhm_mm`` / ``post_fwhm_mm`` columns (default 3 / 3 mm), the level
-from the image's own noise). Bad input is an error naming the
+the texture fitted for the reconstruction setting of the ``psf_fwhm_mm`` / ``post_fwhm_mm``
+columns (default 3 / 3 mm, ``data.lowdose``'s default; a setting with no fitted texture gets no
+noise map, with a warning naming it, and the simulator dose model refuses such a case), the
+level from the image's own noise). Bad input is an error naming the
 case and the problem (exit 1); ``--skip-invalid`` reports such cases and leaves them out.
 
 Never half-written: each finished case gets a marker in ``STORE/.ingest/`` (holding its manifest
@@ -163,10 +165,10 @@ def _noise_map(task: CaseTask, data: np.ndarray, labels: np.ndarray, schema: Lab
     (with a warning) for an image whose noise cannot be measured (noise-free, too little
     tissue): the simulator dose model then refuses the case."""
     meta = task.metadata
-    texture = noise_model.Texture(meta.get("psf_fwhm_mm", noise_model.DEFAULT_PSF_FWHM_MM),
-                                  meta.get("post_fwhm_mm", noise_model.DEFAULT_POST_FWHM_MM),
-                                  spacing)
     try:
+        texture = noise_model.Texture(meta.get("psf_fwhm_mm", noise_model.DEFAULT_PSF_FWHM_MM),
+                                      meta.get("post_fwhm_mm", noise_model.DEFAULT_POST_FWHM_MM),
+                                      spacing)
         variance, coarse, scale = noise_model.full_dose_variance(
             data.astype(np.float32), labels, {schema.id_of(n): n for n in schema.names}, spacing,
             texture, bool(meta["attenuation_corrected"]), meta.get("field_of_view", "total_body"),

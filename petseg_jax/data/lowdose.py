@@ -14,8 +14,10 @@ full-dose counts, binomial thinning by each factor and the same OSEM as the phan
   ``--counts-per-kbq`` or is estimated from the image's own noise (printed).
 - Output: a raw folder with ``<case_id>_drf<k>`` (and ``<case_id>_drf<k>_nac`` with ``--nac``)
   per case and factor, labels copied under the new ids, metadata.csv rows with
-  ``dose_reduction_factor`` = k x the input's and ``attenuation_corrected`` set, every other
-  column copied. It is written in a temporary folder renamed into place at the end, so a bad
+  ``dose_reduction_factor`` = k x the input's, ``attenuation_corrected`` set and
+  ``psf_fwhm_mm`` / ``post_fwhm_mm`` those of the twins' reconstruction (``--psf-fwhm-mm``,
+  ``--post-fwhm-mm``; added when the input has no such columns: the dose model's noise texture
+  follows them, as for the phantom's cases), every other column copied. It is written in a temporary folder renamed into place at the end, so a bad
   case leaves nothing half-written.
 """
 
@@ -43,6 +45,8 @@ from petseg_jax.physics.attenuation import body_outline, mu_from_hu, mu_from_lab
 from petseg_jax.physics.scanners import FIELDS_OF_VIEW
 from petseg_jax.physics.simulation import Imaging, acquire, estimate_sensitivity, simulate
 
+# metadata columns of the twins' reconstruction (the noise texture follows them at ingest)
+RECONSTRUCTION_COLUMNS = ("psf_fwhm_mm", "post_fwhm_mm")
 NEGATIVE_SIGMAS = 5.0  # negative voxels deeper than this many noise sigmas are an error
 
 
@@ -134,6 +138,7 @@ def make_twins(raw_dir: Path, out: Path, factors: Sequence[float], nac: bool = F
         raise LowDoseError(f"--counts-per-kbq must be > 0, got {counts_per_kbq}")
     raw = RawDataset(raw_dir)
     columns, rows = _metadata_rows(raw_dir)
+    columns += [c for c in RECONSTRUCTION_COLUMNS if c not in columns]
     if out.exists() and any(out.iterdir()):
         raise LowDoseError(f"{out} exists and is not empty")
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -158,7 +163,9 @@ def make_twins(raw_dir: Path, out: Path, factors: Sequence[float], nac: bool = F
                     shutil.copyfile(label_path, label_file(tmp, new_id, raw.file_ending))
                 row = dict(rows[case_id], case_id=new_id,
                            dose_reduction_factor=f"{k * meta.dose_reduction_factor:g}",
-                           attenuation_corrected="true" if ac else "false")
+                           attenuation_corrected="true" if ac else "false",
+                           psf_fwhm_mm=f"{imaging.psf_fwhm_mm:g}",
+                           post_fwhm_mm=f"{imaging.post_fwhm_mm:g}")
                 written.append(row)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, columns, lineterminator="\n")

@@ -14,7 +14,10 @@ k = 1/k of the counts), ``attenuation_corrected`` (true/false), optional ``split
 (train/val/test), optional SUV columns ``patient_weight_kg, injected_activity_bq, units``,
 optional ``field_of_view`` (``total_body``: the whole subject; ``long_axial``: ~1 m placed by the
 operator; ``conventional``: skull base to mid-thigh), optional ``psf_fwhm_mm, post_fwhm_mm``
-(the reconstruction's modelled PSF and post-filter: the noise texture of the dose model).
+(the reconstruction's modelled PSF and post-filter: the noise texture of the dose model, one
+of the settings fitted in ``petseg_jax.physics.noise.TEXTURE_FITS`` (the three phantom centers';
+ingest warns and writes no noise map for another); both empty: 3 / 3 mm, ``data.lowdose``'s
+default).
 Other columns are ignored. Empty cells of optional columns mean "unknown".
 
 :class:`RawDataset` reads and validates a folder; :func:`write_dataset_json`,

@@ -10,11 +10,11 @@ carry noise that is
 
       N_kappa(f) ~ |Kpost(f)|^2 |Kpsf(f)|^(-2 eta) exp(-4 pi^2 kappa^2 f_xy^2)  (cycles/voxel)
 
-  with ``eta = clip(ETA0 - ETA1 * sigma_psf / voxel, 0, 1)`` (the PSF is recovered less the
-  wider it is in voxels, at clinical iterations). The texture is a local mixture of a fine
-  (``KAPPA_FINE``) and a coarse (``KAPPA_COARSE``) component, ``NPS_j = (1 - w_j) N_fine +
-  w_j N_coarse``: the coarse fraction ``w`` follows how much of a voxel's noise comes along its
-  lines of response rather than from itself, ``w = clip(COARSE_WEIGHT * rho / median(rho))``
+  with ``eta`` how much of the PSF OSEM recovers at clinical iterations (negative: the noise
+  is smoother than the post-filter alone, as with a wide PSF). The texture is a local mixture of
+  a fine (``kappa_fine``) and a coarse (``kappa_coarse``) component, ``NPS_j = (1 - w_j) N_fine
+  + w_j N_coarse``: the coarse fraction ``w`` follows how much of a voxel's noise comes along
+  its lines of response rather than from itself, ``w = clip(coarse_weight * rho / median(rho))``
   with ``rho`` the filtered-backprojection variance (mean over the lines through the voxel of
   activity line integral / attenuation factor) over the local variance shape below: smoother
   noise in deep tissue, finer in hot organs;
@@ -24,10 +24,16 @@ carry noise that is
   scanner's axial sensitivity) and ``s`` a per-case scale (the count level), estimated from the
   image's own noise with the texture known (:func:`estimate_scale`);
 - proportional to the dose reduction factor ``k`` (variance ``k v1``), plus OSEM's low-count
-  excess ``1 + LOW_COUNT * min(k v1 / x^2, 1)`` (noise grows faster than ``k`` where the
-  relative noise is large: deep tissue at factor 100).
+  excess ``k v1 * low_count * min(k v1 / x^2, 1)`` (noise grows faster than ``k`` where the
+  relative noise is large: deep tissue at factor 100), which has the fine texture alone (at
+  very low counts the noise gets finer).
 
-The constants were fitted to the simulator (BUILD_NOTES.md, "Session 5 - issue 14"). A lower
+``eta``, the two ``kappa``, ``coarse_weight`` and ``low_count`` depend on the reconstruction
+setting (PSF modelled and post-filter FWHM): they are fitted per setting to the simulator
+(:data:`TEXTURE_FITS`, one per phantom center; BUILD_NOTES.md, "Session 6 - issue 14"). A
+setting not in the table is an error (:func:`texture_fit`), never a silent fallback to
+another's texture. The variance constants ``P`` and ``BETA`` are shared (fitted on center_a,
+BUILD_NOTES.md "Session 5 - issue 14"). A lower
 dose ``F`` of an image stored at factor ``k`` adds a zero-mean Gaussian field of this texture
 whose variance is the difference (:func:`add_dose_noise`); training augmentation and the
 evaluation's dose sweep share it (:mod:`petseg_jax.data.dose`).
@@ -50,20 +56,54 @@ from petseg_jax.physics.scanners import axial_sensitivity
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 P = 1.54  # variance ~ activity^P: hot voxels are relatively noisier in PSF OSEM
 BETA = 0.56  # variance ~ attenuation factor^-BETA (AC images; 0 for NAC)
-KAPPA_FINE, KAPPA_COARSE = 0.45, 0.8  # in-plane smoothing of the two components, voxels
-COARSE_WEIGHT = 0.5  # coarse fraction where rho is the body's median
-ETA0, ETA1 = 1.36, 1.8  # PSF deconvolution of the noise: eta = ETA0 - ETA1 * sigma_psf / voxel
-LOW_COUNT = 0.35  # variance excess at relative variance 1 (OSEM at very low counts)
+LOW_COUNT_WHITE = 0.35  # white-noise stores (no texture): variance excess at relative variance 1
 ATTENUATION_GRID_MM = 8.0  # attenuation maps are computed on a grid at least this coarse
 _MAD_TO_SIGMA = 1.4826
 # a case without PSF / post-filter metadata: the defaults of ``petseg_jax.data.lowdose``
+# (documented in the ingest and raw-dataset docs; center_a's setting)
 DEFAULT_PSF_FWHM_MM, DEFAULT_POST_FWHM_MM = 3.0, 3.0
+_SETTING_TOLERANCE_MM = 0.05  # a metadata FWHM this close to a fitted setting's is that setting
+
+
+@dataclasses.dataclass(frozen=True)
+class TextureFit:
+    """The texture constants of one reconstruction setting, fitted to the simulator."""
+
+    eta: float  # PSF recovered in the noise (1: fully deconvolved, < 0: the PSF smooths it)
+    kappa_fine: float  # in-plane smoothing of the fine component, voxels
+    kappa_coarse: float  # in-plane smoothing of the coarse component, voxels
+    coarse_weight: float  # coarse fraction where rho is the body's median
+    low_count: float  # variance excess at relative variance 1 (OSEM at very low counts)
+
+
+# (PSF modelled in OSEM, post-filter) FWHM in mm -> texture, fitted on the 3 mm ellipse phantom
+# (total-body protocol) at factors 10 and 100 (BUILD_NOTES.md, "Session 6 - issue 14")
+TEXTURE_FITS: dict[tuple[float, float], TextureFit] = {
+    (3.0, 3.0): TextureFit(0.62, 0.43, 0.83, 0.48, 0.19),  # center_a; data.lowdose's default
+    (3.6, 4.0): TextureFit(0.0, 0.53, 0.85, 0.29, 0.35),  # center_b
+    (5.0, 4.25): TextureFit(-0.07, 0.71, 1.22, 0.22, 1.0),  # center_c
+}
+
+
+def texture_fit(psf_fwhm_mm: float, post_fwhm_mm: float) -> TextureFit:
+    """The fitted texture of the reconstruction setting (PSF, post-filter FWHM in mm); a
+    ValueError for a setting that was never fitted (no other setting's texture stands in)."""
+    for (psf, post), fit in TEXTURE_FITS.items():
+        if (abs(psf - psf_fwhm_mm) <= _SETTING_TOLERANCE_MM
+                and abs(post - post_fwhm_mm) <= _SETTING_TOLERANCE_MM):
+            return fit
+    known = ", ".join(f"{psf:g}/{post:g}" for psf, post in TEXTURE_FITS)
+    raise ValueError(f"no noise texture is fitted for the reconstruction PSF {psf_fwhm_mm:g} mm / "
+                     f"post-filter {post_fwhm_mm:g} mm (fitted PSF/post: {known}); fit one to the "
+                     "simulator (physics.noise.TEXTURE_FITS) or use "
+                     "data.dose_augmentation.noise_model=independent")
 
 
 @dataclasses.dataclass(frozen=True)
 class Texture:
     """The noise texture of a site's images: PSF (modelled in OSEM) and post-filter FWHM, mm,
-    on a grid of ``spacing`` mm."""
+    on a grid of ``spacing`` mm. The setting must be one of :data:`TEXTURE_FITS` (ValueError
+    otherwise)."""
 
     psf_fwhm_mm: float
     post_fwhm_mm: float
@@ -76,6 +116,16 @@ class Texture:
         if self.psf_fwhm_mm < 0 or self.post_fwhm_mm < 0:
             raise ValueError(f"FWHMs must be >= 0, got psf {self.psf_fwhm_mm}, post "
                              f"{self.post_fwhm_mm}")
+        texture_fit(self.psf_fwhm_mm, self.post_fwhm_mm)  # an unknown setting fails here
+
+    @property
+    def fit(self) -> TextureFit:
+        """The setting's fitted constants."""
+        return texture_fit(self.psf_fwhm_mm, self.post_fwhm_mm)
+
+    def kappa(self, coarse: bool = False) -> float:
+        """In-plane smoothing of the fine (or ``coarse``) component, voxels."""
+        return self.fit.kappa_coarse if coarse else self.fit.kappa_fine
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the store's manifest keeps it per case)."""
@@ -110,16 +160,11 @@ def axis_spectra(texture: Texture, shape: Sequence[int], kappa: float) -> list[n
     for axis, (n, step) in enumerate(zip(shape, texture.spacing)):
         f = np.abs(np.fft.fftfreq(n))
         post = _sampled_response(texture.post_fwhm_mm, step, f) ** 2
-        sigma_psf = texture.psf_fwhm_mm * FWHM_TO_SIGMA / step
-        eta = float(np.clip(ETA0 - ETA1 * sigma_psf, 0.0, 1.0))
+        eta = texture.fit.eta
         psf = np.maximum(_sampled_response(texture.psf_fwhm_mm, step, f) ** 2, 1e-3)
         smooth = np.exp(-4 * np.pi ** 2 * kappa ** 2 * f ** 2) if axis < 2 else 1.0
         out.append(post * psf ** -eta * smooth)
     return out
-
-
-def _kappa(coarse: bool) -> float:
-    return KAPPA_COARSE if coarse else KAPPA_FINE
 
 
 @functools.lru_cache(maxsize=16)
@@ -127,7 +172,7 @@ def spectral_filter(texture: Texture, shape: tuple[int, int, int], coarse: bool 
                     ) -> np.ndarray:
     """sqrt(NPS) of the fine (or ``coarse``) component on the ``rfftn`` grid of ``shape``,
     scaled so that filtered white noise has unit variance (float32; cached per process)."""
-    sx, sy, sz = axis_spectra(texture, shape, _kappa(coarse))
+    sx, sy, sz = axis_spectra(texture, shape, texture.kappa(coarse))
     norm = sx.mean() * sy.mean() * sz.mean()  # the full grid's mean: unit variance
     nps = sx[:, None, None] * sy[None, :, None] * sz[None, None, :shape[2] // 2 + 1] / norm
     return np.sqrt(nps).astype(np.float32)
@@ -146,14 +191,14 @@ def correlated_field(shape: Sequence[int], texture: Texture | None, rng: np.rand
     return scipy.fft.irfftn(spectrum, shape, workers=1).astype(np.float32, copy=False)
 
 
-def low_dose_variance(variance_full: np.ndarray, activity: np.ndarray, factor: float
-                      ) -> np.ndarray:
-    """Noise variance at dose reduction ``factor`` of voxels whose full-dose variance is
-    ``variance_full`` and activity ``activity``: ``k v1 (1 + LOW_COUNT min(k v1 / x^2, 1))``."""
-    k = np.float32(factor)
-    v = np.maximum(variance_full, 0.0) * k
+def low_count_excess(variance_full: np.ndarray, activity: np.ndarray, factor: float,
+                     low_count: float) -> np.ndarray:
+    """OSEM's variance beyond ``k v1`` at dose reduction ``factor`` of voxels whose full-dose
+    variance is ``variance_full`` and activity ``activity``: ``k v1 low_count min(k v1 / x^2,
+    1)``."""
+    v = np.maximum(variance_full, 0.0) * np.float32(factor)
     relative = v / np.maximum(np.square(activity), np.float32(1e-12))
-    return v * (1.0 + np.float32(LOW_COUNT) * np.minimum(relative, 1.0))
+    return v * np.float32(low_count) * np.minimum(relative, 1.0)
 
 
 def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
@@ -173,14 +218,18 @@ def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
     if factor <= stored_factor:
         return image.copy()
     activity = np.maximum(image, 0.0)
-    extra = (low_dose_variance(variance_full, activity, factor)
-             - low_dose_variance(variance_full, activity, stored_factor))
-    field = correlated_field(image.shape, texture, rng)
-    if texture is not None and coarse_fraction is not None:
-        w = np.clip(np.asarray(coarse_fraction, np.float32), 0.0, 1.0)
-        field *= np.sqrt(1.0 - w)
-        field += np.sqrt(w) * correlated_field(image.shape, texture, rng, coarse=True)
-    field *= np.sqrt(np.maximum(extra, 0.0))
+    low_count = LOW_COUNT_WHITE if texture is None else texture.fit.low_count
+    linear = np.maximum(variance_full, 0.0) * np.float32(factor - stored_factor)
+    excess = np.maximum(low_count_excess(variance_full, activity, factor, low_count)
+                        - low_count_excess(variance_full, activity, stored_factor, low_count), 0.0)
+    field = correlated_field(image.shape, texture, rng)  # fine: w of the linear part is coarse
+    if texture is None or coarse_fraction is None:
+        field *= np.sqrt(linear + excess)
+        return image + field
+    w = np.clip(np.asarray(coarse_fraction, np.float32), 0.0, 1.0)
+    field *= np.sqrt((1.0 - w) * linear + excess)
+    field += (correlated_field(image.shape, texture, rng, coarse=True)
+              * np.sqrt(w * linear))
     return image + field
 
 
@@ -249,7 +298,7 @@ def _residual_gain(texture: Texture | None, coarse: bool = False, size: int = 32
     h6 = sum(np.cos(2 * np.pi * g) for g in np.meshgrid(f, f, f, indexing="ij")) / 3.0
     if texture is None:
         return float(np.mean((1 - h6) ** 2))
-    nx, ny, nz = axis_spectra(texture, (size,) * 3, _kappa(coarse))
+    nx, ny, nz = axis_spectra(texture, (size,) * 3, texture.kappa(coarse))
     nps = nx[:, None, None] * ny[None, :, None] * nz[None, None, :]
     return float(np.mean(nps * (1 - h6) ** 2) / np.mean(nps))
 
@@ -323,7 +372,8 @@ def full_dose_variance(image: np.ndarray, labels: np.ndarray, label_names: dict[
     profile = axial_sensitivity(image.shape[2], float(spacing[2]), field_of_view)
     shape = variance_shape(image, attenuation, profile, texture, body)
     rho = fbp / np.maximum(shape * np.maximum(profile, 1e-3)[None, None, :], 1e-12)
-    coarse = np.clip(COARSE_WEIGHT * rho / np.median(rho[body]), 0.0, 1.0).astype(np.float32)
+    coarse = np.clip(texture.fit.coarse_weight * rho / np.median(rho[body]), 0.0, 1.0
+                     ).astype(np.float32)
     inner = ndimage.binary_erosion(body, iterations=2)
     scale = estimate_scale(image, shape, inner, texture, coarse) / float(dose_reduction_factor)
     return (shape * np.float32(scale)).astype(np.float32), coarse, scale

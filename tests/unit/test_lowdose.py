@@ -58,6 +58,8 @@ def test_twins_layout_and_metadata(twins):
     assert rows["case_a_drf10"]["dose_reduction_factor"] == "20"  # k x the input's factor 2
     assert rows["case_a_drf100_nac"]["attenuation_corrected"] == "false"
     assert float(rows["case_a_drf10"]["patient_weight_kg"]) == 70.0  # other columns copied
+    # the twins' reconstruction (the defaults), as the phantom writes its center's
+    assert {(r["psf_fwhm_mm"], r["post_fwhm_mm"]) for r in rows.values()} == {("3", "3")}
     for case_id in rows:
         assert label_file(out, case_id).is_file() and image_file(out, case_id).is_file()
     assert not image_file(out, "case_a").exists()

@@ -1,5 +1,6 @@
 """The dose noise model (physics.noise) against the slow simulator: NPS bands in the liver and
-in deep tissue at factors 10 and 100, on the small 3 mm phantom (issue 14, deliverable 6)."""
+in deep tissue at factors 10 and 100, for each center's reconstruction setting, on the small
+3 mm phantom (issue 14, deliverable 6)."""
 
 import numpy as np
 import pytest
@@ -12,41 +13,63 @@ from petseg_jax.phantom.scanner import CENTERS, acquire, simulate_scans
 from petseg_jax.physics import noise
 from petseg_jax.physics.simulation import image_of
 
-# measured ratios (augmentation / simulator) lie in 0.86-1.38 here (BUILD_NOTES.md, session 5);
-# the issue's target 0.8-1.2 holds in 15 of 16 bands (not the liver's lowest at 100): this
-# guards the achieved state
-BAND_TOLERANCE = (0.75, 1.45)
+# the issue's target: augmentation / simulator within 20 % in each band
+BAND_TOLERANCE = (0.8, 1.2)
+# bands the model does not bring within the target (BUILD_NOTES.md, session 6), each with a
+# bound that guards the measured state (measured here: 1.200, 0.775, 0.796):
+# (center, factor, region, band index) -> (low, high)
+KNOWN_MISSES: dict[tuple[str, float, str, int], tuple[float, float]] = {
+    ("center_b", 10.0, "liver", 3): (0.8, 1.3),
+    ("center_b", 10.0, "deep", 0): (0.7, 1.2),
+    ("center_b", 100.0, "deep", 0): (0.7, 1.2),
+}
+# center_c's texture changes with the count level (its counts are 17x center_a's), which the
+# model does not follow: 9 of its 16 bands miss the target (measured 0.62-1.53); this guards it
+CENTER_TOLERANCE = {"center_c": (0.55, 1.7)}
+AUGMENTATION_DRAWS = 4
 
 
-@pytest.fixture(scope="module")
-def simulated():
+@pytest.fixture(scope="module", params=sorted(CENTERS))
+def simulated(request):
+    name = request.param
     activity, mu, masks, depth = ellipse_phantom(nz=32)
-    center = CENTERS["center_a"]
+    center = CENTERS[name]
     images = simulate_scans(activity, mu, SPACING, center, [(1.0, True), (10.0, True),
                                                             (100.0, True)], 1.0,
                             np.random.default_rng(0))
     scan = acquire(activity, mu, SPACING, center, 1.0)
     truth = image_of(scan, scan.prompts, 1.0, True, center.imaging)
     texture = noise.Texture(center.psf_fwhm_mm, center.post_fwhm_mm, SPACING)
-    variance, coarse, _ = noise.full_dose_variance(images[(1.0, True)], np.zeros(mu.shape, np.uint8),
-                                           {}, SPACING, texture, True, "total_body", mu=mu)
+    variance, coarse, _ = noise.full_dose_variance(images[(1.0, True)],
+                                                   np.zeros(mu.shape, np.uint8), {}, SPACING,
+                                                   texture, True, "total_body", mu=mu)
     keep = np.zeros(mu.shape, bool)
     keep[:, :, 2:-2] = True
     others = ndimage.binary_dilation(masks["liver"] | masks["lung"] | masks["hot"], iterations=2)
     regions = {"liver": ndimage.binary_erosion(masks["liver"]) & keep,
                "deep": masks["body"] & ~others & (depth > 60) & keep}
-    return images, truth, DoseNoise("simulator", variance, texture, coarse_fraction=coarse), regions
+    return (name, images, truth, DoseNoise("simulator", variance, texture, coarse_fraction=coarse),
+            regions)
 
 
 @pytest.mark.parametrize("factor", [10.0, 100.0])
 def test_augmentation_noise_power_follows_the_simulator(simulated, factor):
-    images, truth, dose_noise, regions = simulated
-    augmented = reduce_dose(images[(1.0, True)], factor, 1.0, dose_noise,
-                            np.random.default_rng(int(factor)))
-    for name, region in regions.items():
-        ratio = (noise.band_nps(augmented - truth, region)
+    name, images, truth, dose_noise, regions = simulated
+    # the augmentation's NPS averaged over draws (cheap); the simulator's is one realization
+    augmented = [reduce_dose(images[(1.0, True)], factor, 1.0, dose_noise,
+                             np.random.default_rng([int(factor), draw]))
+                 for draw in range(AUGMENTATION_DRAWS)]
+    misses = []
+    for region_name, region in regions.items():
+        ratio = (np.mean([noise.band_nps(a - truth, region) for a in augmented], 0)
                  / noise.band_nps(images[(factor, True)] - truth, region))
-        assert BAND_TOLERANCE[0] < ratio.min() and ratio.max() < BAND_TOLERANCE[1], (name, ratio)
+        print(name, factor, region_name, np.round(ratio, 3))  # shown with pytest -s
+        for band, r in enumerate(ratio):
+            low, high = KNOWN_MISSES.get((name, factor, region_name, band),
+                                         CENTER_TOLERANCE.get(name, BAND_TOLERANCE))
+            if not low < r < high:
+                misses.append((region_name, band, round(float(r), 3), (low, high)))
+    assert not misses, (name, factor, misses)
 
 
 def test_field_has_unit_variance_and_the_texture():
@@ -56,6 +79,16 @@ def test_field_has_unit_variance_and_the_texture():
     assert np.corrcoef(field[:-1].ravel(), field[1:].ravel())[0, 1] > 0.3
     white = noise.correlated_field((48, 40, 32), None, np.random.default_rng(0))
     assert abs(np.corrcoef(white[:-1].ravel(), white[1:].ravel())[0, 1]) < 0.05
+
+
+def test_each_center_has_its_own_texture_and_an_unknown_setting_is_an_error():
+    fits = {name: noise.Texture(c.psf_fwhm_mm, c.post_fwhm_mm, SPACING).fit
+            for name, c in CENTERS.items()}
+    assert len(set(fits.values())) == len(CENTERS)
+    with pytest.raises(ValueError, match="no noise texture is fitted .* PSF 4.4 mm"):
+        noise.Texture(4.4, 3.0, SPACING)
+    with pytest.raises(ValueError, match="no noise texture"):
+        noise.Texture.from_json({"psf_fwhm_mm": 3.0, "post_fwhm_mm": 6.0, "spacing": [2, 2, 2]})
 
 
 def test_dose_noise_errors_and_identity():
