@@ -275,15 +275,21 @@ def organ_statistics(image_suv: np.ndarray, labels: np.ndarray, spacing: Sequenc
     missing = [c for c in PROVENANCE_COLUMNS if c not in provenance]
     if missing:
         raise ValueError(f"provenance lacks {missing}")
-    boxes = ndimage.find_objects(labels.astype(np.int64, copy=False)) if labels.size else []
+    if not np.issubdtype(labels.dtype, np.integer):  # bool or float masks, as before
+        labels = labels.astype(np.int64)
+    boxes = ndimage.find_objects(labels) if labels.size else []
+    # Each organ's work stays inside its box widened by the SUVpeak sphere (what _pet_stats
+    # reads around it): no whole-volume mask per organ on a 90 M-voxel total-body grid.
+    half = np.array(_sphere_kernel(s, SUV_PEAK_RADIUS_MM).shape) // 2
     rows = []
     for label, name in names.items():
         box = boxes[label - 1] if 0 < label <= len(boxes) else None
-        mask = np.zeros(labels.shape, bool)
-        if box is not None:
-            mask[box] = labels[box] == label
-        stats = _pet_stats(image, mask, s)
-        values = image[mask].astype(np.float64) if box is not None else np.zeros(0)
+        around = (tuple(slice(max(b.start - h, 0), min(b.stop + h, n))
+                        for b, h, n in zip(box, half, labels.shape))
+                  if box is not None else (slice(0, 0),) * labels.ndim)
+        mask = labels[around] == label
+        stats = _pet_stats(image[around], mask, s)
+        values = image[around][mask].astype(np.float64)
         mean = stats["suv_mean"]
         rows.append({
             "organ": name, "label": int(label), **stats,

@@ -189,6 +189,28 @@ def test_organ_statistics_columns_values_and_truncation():
         metrics.organ_statistics(image, labels, (2, 2, 2), {1: "a"}, {"units": "SUV"})
 
 
+def test_organ_statistics_in_boxes_equal_whole_volume_stats():
+    """Per-organ work inside the organ's box widened by the SUVpeak sphere gives what the
+    whole-volume computation gives, hot voxels just outside an organ and organs at the edge
+    included."""
+    rng = np.random.default_rng(3)
+    labels = np.zeros((24, 20, 16), np.uint8)
+    labels[3:9, 4:10, 2:7] = 1
+    labels[0:4, 12:18, 10:16] = 2  # at two edges
+    labels[15:16, 8:9, 8:9] = 3  # one voxel
+    image = rng.gamma(2.0, 1.0, labels.shape).astype(np.float32)
+    image[9, 6, 4] = 50.0  # next to organ 1, inside its SUVpeak sphere reach
+    prov = {"units": "SUV", "suv_source": "flags", "decay_correction": "START"}
+    spacing = (2.0, 2.5, 3.0)
+    rows = metrics.organ_statistics(image, labels, spacing, {1: "a", 2: "b", 3: "c", 4: "d"}, prov)
+    for row in rows:
+        whole = metrics.organ_pet_stats(image, labels, row["label"], spacing)
+        for key, value in whole.items():
+            np.testing.assert_equal(row[key], value)
+    assert rows[0]["suv_peak"] > metrics.organ_pet_stats(
+        np.where(labels == 1, image, 0), labels, 1, spacing)["suv_peak"]  # the hot voxel counts
+
+
 def _blobs(seed, shape=(30, 26, 18)):
     """A smooth random organ plus scattered one-voxel specks far from it (a poor prediction)."""
     rng = np.random.default_rng(seed)
