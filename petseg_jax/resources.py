@@ -126,9 +126,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     return path
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (:func:`write_atomic`)."""
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1) + "\n"))
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+    """Write ``obj`` as JSON atomically (:func:`write_atomic`); indented for people to read,
+    ``indent=None`` for large machine files (C encoder, ~8x faster than indented output)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=indent) + "\n"))
 
 
 class Stages:

@@ -218,7 +218,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         "noise": noise,
     }
     store_lib.write_json_atomic(_marker_path(task.store, task.case_id),
-                                {"fingerprint": task.fingerprint(), "entry": entry})
+                                {"fingerprint": task.fingerprint(), "entry": entry}, indent=None)
     return entry
 
 
@@ -376,7 +376,9 @@ def ingest(raw_dir: str | Path, store_dir: str | Path, spacing: Sequence[float] 
     manifest = {"format_version": store_lib.FORMAT_VERSION, "schema": raw.schema.to_json(),
                 "spacing": options["spacing"], "image_dtype": dtype,
                 "cases": {c: entries[c] for c in sorted(entries)}}
-    store_lib.write_json_atomic(store / store_lib.MANIFEST, manifest)
+    # compact: 200 voxel locations per class and case make an indented manifest ~7 MB and
+    # slow to write and to read in every loader process
+    store_lib.write_json_atomic(store / store_lib.MANIFEST, manifest, indent=None)
     return manifest
 
 

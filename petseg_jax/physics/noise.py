@@ -47,6 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
+import scipy.sparse as sp
 from scipy import ndimage
 
 from petseg_jax.physics.attenuation import body_outline, mu_from_labels
@@ -235,6 +236,17 @@ def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
 
 # --- per-case maps (ingest) ---------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4)
+def _line_operator(geom: SliceGeometry) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """The float32 system matrix of ``geom``, its transpose (both CSR) and the number of lines
+    through each pixel (a column); cached per process, since the cases of a dataset share the
+    scanner's transaxial field of view and so one geometry."""
+    a = system_matrix(geom).astype(np.float32)
+    a_t = a.T.tocsr()
+    through = np.maximum(np.asarray(a_t @ np.ones(a.shape[0], np.float32))[:, None], 1e-12)
+    return a, a_t, through
+
+
 def line_maps(mu: np.ndarray, activity: np.ndarray, spacing: Sequence[float],
               attenuation_corrected: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Per-voxel means over the (rebinned, 2-D) lines of response through it of the
@@ -255,15 +267,13 @@ def line_maps(mu: np.ndarray, activity: np.ndarray, spacing: Sequence[float],
 
     mu_c, act_c = coarse(mu), coarse(np.maximum(activity, 0.0))
     nx, ny, nz = mu_c.shape
-    geom = SliceGeometry(nx, ny, float(spacing[0]) * steps[0], float(spacing[1]) * steps[1],
-                         max(nx, ny))
-    a = system_matrix(geom).astype(np.float32)
+    a, a_t, through = _line_operator(SliceGeometry(nx, ny, float(spacing[0]) * steps[0],
+                                                   float(spacing[1]) * steps[1], max(nx, ny)))
     survival = np.exp(-(a @ mu_c.reshape(nx * ny, nz))) if attenuation_corrected else 1.0
     lines = a @ act_c.reshape(nx * ny, nz)
-    through = np.maximum(np.asarray(a.T @ np.ones(a.shape[0], np.float32))[:, None], 1e-12)
 
     def back(sino):
-        mean = (a.T @ sino / through).reshape(nx, ny, nz)
+        mean = (a_t @ sino / through).reshape(nx, ny, nz)
         full = ndimage.zoom(mean, [mu.shape[0] / nx, mu.shape[1] / ny, 1.0], order=1,
                             mode="nearest", grid_mode=True)
         return full[:mu.shape[0], :mu.shape[1]].astype(np.float32)
