@@ -57,6 +57,12 @@ PROVENANCE_COLUMNS = ORGAN_STATS_COLUMNS[-3:]
 # SUVpeak's sphere sums: one voxel of an FFT-convolved box (sums and counts) costs as much as
 # about 50 direct gathers (530-730 ns vs 11 ns, BUILD_NOTES.md "Session 5 -- evaluation speed").
 _GATHERS_PER_FFT_VOXEL = 32
+# SUVpeak by FFT works on slabs of about this many voxels (float64 and complex copies of a
+# slab: ~0.3 GB), whatever the organ's box
+_FFT_SLAB_VOXELS = 8_000_000
+# ... and takes over from the gathers above this many voxels (their index arrays: ~50 bytes a
+# voxel)
+_GATHER_POINTS_MAX = 2_000_000
 
 
 def _spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
@@ -182,13 +188,12 @@ def _sphere_means(image: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np
     """
     half = np.array(kernel.shape) // 2
     offsets = np.argwhere(kernel > 0) - half
+    n = int(np.count_nonzero(mask))
+    if n * len(offsets) > _GATHERS_PER_FFT_VOXEL * image.size or n > _GATHER_POINTS_MAX:
+        return _sphere_means_fft(image, mask, kernel)
     points = np.argwhere(mask)
-    if len(points) * len(offsets) > _GATHERS_PER_FFT_VOXEL * image.size:
-        sums = signal.fftconvolve(image, kernel, mode="same")
-        counts = signal.fftconvolve(np.ones_like(image), kernel, mode="same")
-        return sums[mask] / np.round(counts[mask])
     pads = [(h, h) for h in half]
-    padded, inside = np.pad(image, pads), np.pad(np.ones(image.shape, np.int32), pads)
+    padded, inside = np.pad(image, pads), np.pad(np.ones(image.shape, bool), pads)
     base = np.ravel_multi_index((points + half).T, padded.shape)
     steps = np.ravel_multi_index((offsets + half).T, padded.shape) - np.ravel_multi_index(
         tuple(half), padded.shape)
@@ -197,6 +202,28 @@ def _sphere_means(image: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np
         sums += padded.ravel()[base + step]
         counts += inside.ravel()[base + step]
     return sums / counts
+
+
+def _sphere_means_fft(image: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """:func:`_sphere_means` by FFT, slab by slab along the first axis (each slab read with the
+    sphere's radius of margin on both sides, in float64), so that memory stays bounded on a
+    whole-body box: an organ scattered over a 90 M-voxel volume would otherwise need several
+    whole-volume float64 and complex copies."""
+    h = kernel.shape[0] // 2
+    plane = max(int(np.prod(image.shape[1:])), 1)
+    depth = max(1, _FFT_SLAB_VOXELS // plane - 2 * h)
+    out = []
+    for x0 in range(0, image.shape[0], depth):
+        x1 = min(x0 + depth, image.shape[0])
+        lo, hi = max(x0 - h, 0), min(x1 + h, image.shape[0])
+        inner = mask[x0:x1]
+        if not inner.any():
+            continue
+        slab = image[lo:hi].astype(np.float64)
+        sums = signal.fftconvolve(slab, kernel, mode="same")[x0 - lo:x1 - lo]
+        counts = signal.fftconvolve(np.ones_like(slab), kernel, mode="same")[x0 - lo:x1 - lo]
+        out.append(sums[inner] / np.round(counts[inner]))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _pet_stats(image: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> dict[str, float]:
@@ -209,7 +236,7 @@ def _pet_stats(image: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> dict
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     box = tuple(slice(max(b.start - h, 0), min(b.stop + h, size))
                 for b, h, size in zip(box, half, mask.shape))
-    values = _sphere_means(image[box].astype(np.float64), mask[box], kernel)
+    values = _sphere_means(image[box], mask[box], kernel)  # float64 sums of any input
     suv = image[mask].astype(np.float64)
     return stats | {"suv_mean": float(suv.mean()), "suv_max": float(suv.max()),
                     "suv_peak": float(values.max())}

@@ -234,12 +234,17 @@ def test_surface_distances_equal_the_distance_transform():
 
 
 def test_suv_peak_sphere_sums_direct_and_by_fft_agree(monkeypatch):
-    image = np.random.default_rng(3).gamma(2.0, 1.0, (30, 26, 18))
+    image = np.random.default_rng(3).gamma(2.0, 1.0, (30, 26, 18)).astype(np.float32)
     for spacing in ((2.0, 2.0, 2.0), (1.0, 1.5, 2.5), (6.0, 6.0, 6.0)):
         kernel = metrics._sphere_kernel(np.array(spacing), metrics.SUV_PEAK_RADIUS_MM)
         mask = _blobs(4)
         means = {}
-        for name, gathers in (("fft", 0), ("direct", 10**9)):
+        # whole box by FFT, FFT slab by slab (3 planes a slab: the radius's margin crosses
+        # slab edges, and slabs without a mask voxel are skipped), and direct gathers
+        for name, gathers, slab in (("fft", 0, 10**9), ("slabs", 0, 3 * 26 * 18),
+                                    ("direct", 10**9, 10**9)):
             monkeypatch.setattr(metrics, "_GATHERS_PER_FFT_VOXEL", gathers)
+            monkeypatch.setattr(metrics, "_FFT_SLAB_VOXELS", slab)
             means[name] = metrics._sphere_means(image, mask, kernel)
         np.testing.assert_allclose(means["direct"], means["fft"], rtol=1e-12)
+        np.testing.assert_allclose(means["direct"], means["slabs"], rtol=1e-12)
