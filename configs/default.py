@@ -136,6 +136,10 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.data = -1  # -1: all devices
     mesh.model = 1  # model-parallel axis size
     mesh.fsdp = False  # shard parameters and optimizer state over the data axis
+    # >0: split the host CPU into this many JAX devices (jax_num_cpu_devices), so that the batch's
+    # samples run side by side on a CPU-only machine; 0: JAX's default (one CPU device, or what
+    # XLA_FLAGS' --xla_force_host_platform_device_count sets, which takes precedence)
+    mesh.cpu_devices = 0
 
     # Evaluation and the post-processing a trained model carries into prediction.
     config.evaluation = ev = ml_collections.ConfigDict()

@@ -46,6 +46,11 @@ def get_config() -> ml_collections.ConfigDict:
     data.workers = 0
     data.val_cases = 2
 
+    # The batch's two patches run side by side on two CPU devices: one process's convolutions of
+    # one small patch leave the second core half idle (steps 0.177 -> 0.121 s on 2 cores,
+    # BUILD_NOTES.md session 7). On a GPU machine the accelerators are used instead.
+    config.mesh.cpu_devices = 2
+
     model = config.model
     model.n_stages = 4
     model.base_features = 8

@@ -26,6 +26,7 @@ from petseg_jax.configuration import parse_args
 from petseg_jax.console import setup_logging
 from petseg_jax.planning.plan import apply_plan
 from petseg_jax.training import distributed
+from petseg_jax.training import mesh as mesh_lib
 from petseg_jax.training.builder import memory_report
 from petseg_jax.training.checkpointing import Checkpointer
 from petseg_jax.training.metrics_log import MetricsWriter
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         with config.unlocked():
             config.workdir = args.workdir
     setup_logging()
+    mesh_lib.configure_cpu_devices(config.mesh.cpu_devices)
     distributed.initialize()
     main_process = distributed.is_main()
     # Only process 0 logs, unless asked (multi-process tests compare every process's loss).

@@ -9,6 +9,12 @@ _CACHE = Path(os.environ.get("PETSEG_JAX_CACHE", Path(__file__).resolve().parent
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# One CPU device in every test process, whichever test first starts JAX: the demo config's
+# mesh.cpu_devices=2 would otherwise apply only when a training is the first thing to run.
+# Tests of several devices set their own XLA_FLAGS (test_multiprocess, test_mesh).
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=1").strip()
 
 import pytest  # noqa: E402
 

@@ -67,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, config = parse_args(argv)
 
+    from petseg_jax.training import mesh as mesh_lib
+
+    mesh_lib.configure_cpu_devices(config.mesh.cpu_devices)  # before JAX starts
+    import jax
+
     from petseg_jax.training.run import Loop, prepare_run
     from petseg_jax.training.validation import Validator
 
@@ -89,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             step = end
             loss = float(metrics["loss"])
             train_s += time.perf_counter() - t0
-            result = validator.run(training.model_def, state["params"])
+            # host copies: the validator's sliding window runs on one device, the training
+            # state may be replicated over several (mesh.cpu_devices)
+            result = validator.run(training.model_def, jax.device_get(state["params"]))
             point = {"step": step, "train_s": round(train_s, 1), "loss": round(loss, 4),
                      "mean_dice": round(result["mean_dice"], 4),
                      "by_organ": {k: round(v, 3) for k, v in result["by_organ"].items()}}

@@ -169,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from petseg_jax.training.builder import build_training, memory_report
 
     config = load_bench_config(args.config, overrides, args.augment)
+    mesh_lib.configure_cpu_devices(config.mesh.cpu_devices)
     device = jax.devices()[0]
     peak = args.peak_tflops or (known_peak(args.gpu, device.device_kind) if args.gpu else None)
     torch_ref = import_torch_reference() if args.vs_torch else None

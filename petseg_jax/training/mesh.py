@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +12,27 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA, MODEL = "data", "model"
+log = logging.getLogger(__name__)
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def configure_cpu_devices(count: int) -> None:
+    """Split the host CPU into ``count`` JAX devices (``mesh.cpu_devices``; 0 leaves JAX's
+    default). Call before JAX runs anything: once it has started, or when XLA_FLAGS already sets
+    the count, the existing devices stay and a warning says so."""
+    if count <= 0:
+        return
+    if _DEVICE_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
+        log.warning("XLA_FLAGS sets the CPU device count; mesh.cpu_devices=%d is not applied",
+                    count)
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX already started (e.g. an earlier run in this process)
+        have = len(jax.devices("cpu"))
+        if have != count:
+            log.warning("JAX has already started with %d CPU device(s); mesh.cpu_devices=%d is "
+                        "not applied", have, count)
 
 
 def make_mesh(mesh_cfg: Mapping[str, Any]) -> Mesh:
