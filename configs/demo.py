@@ -12,12 +12,12 @@ def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.workdir = "runs/demo"
     # Steps are what the whole-body phantom needs most: on the same 40 cases, 3600 steps
-    # reach validation Dice 0.413 where 2600 reach 0.288 (BUILD_NOTES.md, session 6). 3600
-    # took the demo to 15 min 21 s on the idle 2-core VM; 3200 steps with one validation at
-    # the end keep it within its 15 minutes.
-    config.total_steps = 3200
+    # reach validation Dice 0.413 where 2600 reach 0.288 (BUILD_NOTES.md, session 6). With the
+    # batch on two CPU devices (below) 3600 steps and one validation at the end fit the demo's
+    # 15 minutes on the 2-core VM (session 7).
+    config.total_steps = 3600
     config.log_every = 100
-    config.eval_every = 3200
+    config.eval_every = 3600
     config.checkpoint_keep = 2
 
     data = config.data
@@ -46,9 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     data.workers = 0
     data.val_cases = 2
 
-    # The batch's two patches run side by side on two CPU devices: one process's convolutions of
-    # one small patch leave the second core half idle (steps 0.177 -> 0.121 s on 2 cores,
-    # BUILD_NOTES.md session 7). On a GPU machine the accelerators are used instead.
+    # The batch's two patches run side by side on two CPU devices: the convolutions of one small
+    # patch leave the second core partly idle (idle 2-core VM: 11.5-12.1 -> 12.7-13.5 patches/s
+    # in the training loop, BUILD_NOTES.md session 7). A GPU machine uses its GPUs instead.
     config.mesh.cpu_devices = 2
 
     model = config.model

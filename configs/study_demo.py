@@ -8,8 +8,8 @@ fewer steps per run: the study trains 12 runs (3 held-out centers + 1 cross-trac
 seeds) and evaluates 64 test cases per seed, where the demo trains once. Budget per run on 2
 idle cores, from the demo's figures (BUILD_NOTES.md): 500 steps x 0.245 s = 2 min of training,
 ~40 s of start-up and compilation (a study-wide compilation cache), ~7 s per test case; 12 runs
-then take about 55 minutes (not yet measured idle). 500 steps reach less than the demo's
-3200 (its validation Dice was 0.34 at 1000 steps): the study measures the spread over seeds and
+then take about 55 minutes (51 min 49 s measured in session 6). 500 steps reach less than the
+demo's 3600 (its validation Dice was 0.34 at 1000 steps): the study measures the spread over seeds and
 the gaps between protocols, the demo stays the first result.
 """
 

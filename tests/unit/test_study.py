@@ -229,7 +229,7 @@ def test_plan_runs_commands_and_a_collected_study(tmp_path, tiny_store):
 
     # Resuming with the same config keeps the plan; another config is refused.
     assert _plan(tmp_path, tiny_store)["tasks"] == plan["tasks"]
-    with pytest.raises(StudyError, match="another config.*total_steps: 3200 != 5"):
+    with pytest.raises(StudyError, match="another config.*total_steps: 3600 != 5"):
         _plan(tmp_path, tiny_store, total_steps="5")
 
 
@@ -270,4 +270,4 @@ def test_study_configs_are_accepted(name):
 
     config = load_config(REPO / "configs" / f"{name}.py")
     study._check_study_config(config, [])
-    assert config.total_steps < 3200 if name == "study_demo" else config.total_steps == 250_000
+    assert config.total_steps < 3600 if name == "study_demo" else config.total_steps == 250_000
