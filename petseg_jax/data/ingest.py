@@ -356,7 +356,9 @@ def ingest(raw_dir: str | Path, store_dir: str | Path, spacing: Sequence[float] 
     (store / store_lib.MANIFEST).unlink(missing_ok=True)  # incomplete until written again
     _prepare_store(store, options)
     entries = {t.case_id: e for t in tasks if (e := _reusable(t)) is not None}
-    pending = [t for t in tasks if t.case_id not in entries]
+    # largest images first, so that no worker is left with a long case while the others idle
+    pending = sorted((t for t in tasks if t.case_id not in entries),
+                     key=lambda t: -os.path.getsize(t.image))
     if entries:
         log.info("resuming: %d of %d cases already ingested", len(entries), len(tasks))
     n_workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(pending)))
