@@ -46,7 +46,7 @@ import tensorstore as ts
 from petseg_jax.data.schema import LabelSchema
 from petseg_jax.resources import write_json_atomic  # noqa: F401  (store's callers import it here)
 
-FORMAT_VERSION = 3  # 2: noise maps (session 5); 3: per-setting noise textures (session 6)
+FORMAT_VERSION = 4  # 2: noise maps (session 5); 3: per-setting textures (session 6); 4: refit (7)
 MANIFEST = "manifest.json"
 IMAGES = "images"
 LABELS = "labels"

@@ -3,39 +3,41 @@
 The images of :mod:`simulation` (binomial thinning, OSEM with the PSF modelled, post-filter)
 carry noise that is
 
-- correlated: its noise power spectrum (NPS) is that of the site's sampled post-filter
-  ``Kpost``, divided by a partly deconvolved sampled PSF ``Kpsf`` (OSEM's resolution modelling
-  sharpens the noise it recovers), times an in-plane smoothing ``kappa`` (the projector's
-  interpolation and OSEM's unconverged high frequencies)::
+- correlated: each of two components has a noise power spectrum (NPS) built from the site's
+  sampled post-filter ``Kpost``, a partly deconvolved sampled PSF ``Kpsf`` (OSEM's resolution
+  modelling sharpens the noise it recovers), an in-plane smoothing ``kappa`` (the projector's
+  interpolation and OSEM's unconverged high frequencies) and an axial one ``kappa_z``::
 
-      N_kappa(f) ~ |Kpost(f)|^2 |Kpsf(f)|^(-2 eta) exp(-4 pi^2 kappa^2 f_xy^2)  (cycles/voxel)
+      N(f) ~ |Kpost(f)|^2 |Kpsf(f)|^(-2 eta) exp(-4 pi^2 (kappa^2 f_xy^2 + kappa_z^2 f_z^2))
 
-  with ``eta`` how much of the PSF OSEM recovers at clinical iterations (negative: the noise
-  is smoother than the post-filter alone, as with a wide PSF). The texture is a local mixture of
-  a fine (``kappa_fine``) and a coarse (``kappa_coarse``) component, ``NPS_j = (1 - w_j) N_fine
-  + w_j N_coarse``: the coarse fraction ``w`` follows how much of a voxel's noise comes along
-  its lines of response rather than from itself, ``w = clip(coarse_weight * rho / median(rho))``
+  (cycles/voxel; ``eta`` negative: the noise is smoother than the post-filter alone, as with a
+  wide PSF). The fine component has its own ``eta``, ``kappa_fine``, an in-plane ramp
+  ``(f_xy^2 + RAMP_FLOOR^2)^(ramp/2)`` (noise that stays where its counts were) and a ``tail``
+  of white noise through the post-filter alone; the coarse one ``eta_coarse``,
+  ``kappa_coarse``. The texture is their local mixture ``NPS_j = (1 - w_j) N_fine + w_j
+  N_coarse``. At high counts ``w`` follows how much of a voxel's noise comes along its lines of
+  response rather than from itself, ``w0 = clip(coarse_weight (rho / median(rho))^coarse_power)``
   with ``rho`` the filtered-backprojection variance (mean over the lines through the voxel of
-  activity line integral / attenuation factor) over the local variance shape below: smoother
-  noise in deep tissue, finer in hot organs;
+  activity line integral / attenuation factor) over the local variance shape below (smoother
+  noise in deep tissue, finer in hot organs); it falls as the counts do, ``w = w0 / (1 + (r /
+  coarse_knee)^coarse_decay)`` with ``r = k v1 / x^2`` the relative variance (at very low counts
+  OSEM's noise gets finer);
 - uneven: at full dose its variance is ``v1 = s * m`` with the shape
-  ``m = x_ref * (x / x_ref)^P * att^-BETA * profile^-1`` (``x`` the local activity, ``att``
-  the mean attenuation factor of the lines of response through the voxel, ``profile`` the
-  scanner's axial sensitivity) and ``s`` a per-case scale (the count level), estimated from the
-  image's own noise with the texture known (:func:`estimate_scale`);
+  ``m = x_ref * (x / x_ref)^variance_power * att^-BETA * profile^-1`` (``x`` the local
+  activity, ``att`` the mean attenuation factor of the lines of response through the voxel,
+  ``profile`` the scanner's axial sensitivity) and ``s`` a per-case scale (the count level),
+  estimated from the image's own noise with the texture known (:func:`estimate_scale`);
 - proportional to the dose reduction factor ``k`` (variance ``k v1``), plus OSEM's low-count
-  excess ``k v1 * low_count * min(k v1 / x^2, 1)`` (noise grows faster than ``k`` where the
-  relative noise is large: deep tissue at factor 100), which has the fine texture alone (at
-  very low counts the noise gets finer).
+  excess ``k v1 * low_count * min(r, 1)`` (noise grows faster than ``k`` where the relative
+  noise is large: deep tissue at factor 100).
 
-``eta``, the two ``kappa``, ``coarse_weight`` and ``low_count`` depend on the reconstruction
-setting (PSF modelled and post-filter FWHM): they are fitted per setting to the simulator
-(:data:`TEXTURE_FITS`, one per phantom center; BUILD_NOTES.md, "Session 6 - issue 14"). A
-setting not in the table is an error (:func:`texture_fit`), never a silent fallback to
-another's texture. The variance constants ``P`` and ``BETA`` are shared (fitted on center_a,
-BUILD_NOTES.md "Session 5 - issue 14"). A lower
-dose ``F`` of an image stored at factor ``k`` adds a zero-mean Gaussian field of this texture
-whose variance is the difference (:func:`add_dose_noise`); training augmentation and the
+All these constants but ``BETA`` depend on the reconstruction setting (PSF modelled and
+post-filter FWHM): they are fitted per setting to the simulator (:data:`TEXTURE_FITS`, one per
+phantom center; BUILD_NOTES.md, "Session 7 - issue 14"). A setting not in the table is an error
+(:func:`texture_fit`), never a silent fallback to another's texture. ``BETA`` is shared (fitted
+on center_a, BUILD_NOTES.md "Session 5 - issue 14"). A lower dose ``F`` of an image stored at
+factor ``k`` adds two zero-mean Gaussian fields, one per component, whose variances are what
+the lower dose adds to each (:func:`add_dose_noise`); training augmentation and the
 evaluation's dose sweep share it (:mod:`petseg_jax.data.dose`).
 """
 
@@ -55,7 +57,7 @@ from petseg_jax.physics.geometry import SliceGeometry, system_matrix
 from petseg_jax.physics.scanners import axial_sensitivity
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-P = 1.54  # variance ~ activity^P: hot voxels are relatively noisier in PSF OSEM
+P = 1.54  # variance ~ activity^P (the default variance_power; center_a's session-5 fit)
 BETA = 0.56  # variance ~ attenuation factor^-BETA (AC images; 0 for NAC)
 LOW_COUNT_WHITE = 0.35  # white-noise stores (no texture): variance excess at relative variance 1
 ATTENUATION_GRID_MM = 8.0  # attenuation maps are computed on a grid at least this coarse
@@ -64,25 +66,43 @@ _MAD_TO_SIGMA = 1.4826
 # (documented in the ingest and raw-dataset docs; center_a's setting)
 DEFAULT_PSF_FWHM_MM, DEFAULT_POST_FWHM_MM = 3.0, 3.0
 _SETTING_TOLERANCE_MM = 0.05  # a metadata FWHM this close to a fitted setting's is that setting
+RAMP_FLOOR = 0.05  # cycles/voxel: the fine component's in-plane ramp is flat below it
 
 
 @dataclasses.dataclass(frozen=True)
 class TextureFit:
     """The texture constants of one reconstruction setting, fitted to the simulator."""
 
-    eta: float  # PSF recovered in the noise (1: fully deconvolved, < 0: the PSF smooths it)
+    eta: float  # PSF recovered in the fine noise (1: fully deconvolved, < 0: the PSF smooths it)
     kappa_fine: float  # in-plane smoothing of the fine component, voxels
     kappa_coarse: float  # in-plane smoothing of the coarse component, voxels
-    coarse_weight: float  # coarse fraction where rho is the body's median
+    coarse_weight: float  # coarse fraction where rho is the body's median (at high counts)
     low_count: float  # variance excess at relative variance 1 (OSEM at very low counts)
+    coarse_knee: float = 0.0  # relative variance where the coarse fraction has halved (0: never)
+    coarse_decay: float = 2.0  # how fast it falls there: w = w0 / (1 + (r / knee)^decay)
+    eta_coarse: float | None = None  # PSF recovered in the coarse noise (None: ``eta``)
+    ramp: float = 0.0  # in-plane ramp exponent of the fine component
+    kappa_z: float = 0.0  # axial smoothing of both components, voxels
+    tail: float = 0.0  # fine component: power of post-filtered white noise added, per unit power
+    coarse_power: float = 1.0  # coarse fraction at high counts: coarse_weight (rho / median)^this
+    variance_power: float = P  # full-dose variance ~ activity^this
+
+    def eta_of(self, coarse: bool) -> float:
+        return self.eta if not coarse or self.eta_coarse is None else self.eta_coarse
 
 
 # (PSF modelled in OSEM, post-filter) FWHM in mm -> texture, fitted on the 3 mm ellipse phantom
 # (total-body protocol) at factors 10 and 100 (BUILD_NOTES.md, "Session 6 - issue 14")
 TEXTURE_FITS: dict[tuple[float, float], TextureFit] = {
-    (3.0, 3.0): TextureFit(0.62, 0.43, 0.83, 0.48, 0.19),  # center_a; data.lowdose's default
-    (3.6, 4.0): TextureFit(0.0, 0.53, 0.85, 0.29, 0.35),  # center_b
-    (5.0, 4.25): TextureFit(-0.07, 0.71, 1.22, 0.22, 1.0),  # center_c
+    (3.0, 3.0): TextureFit(0.54, 0.38, 0.88, 0.18, 0.13, coarse_knee=1.04, eta_coarse=0.46,
+                           ramp=0.08, kappa_z=0.43, tail=0.04, coarse_power=1.18,
+                           variance_power=1.50),  # center_a; data.lowdose's default
+    (3.6, 4.0): TextureFit(0.14, 0.43, 0.71, 0.33, 0.18, coarse_knee=0.54, eta_coarse=-0.11,
+                           ramp=0.17, kappa_z=0.61, tail=0.12, coarse_power=1.23,
+                           variance_power=1.35),  # center_b
+    (5.0, 4.25): TextureFit(-0.16, 0.88, 1.01, 0.75, 0.31, coarse_knee=0.65, eta_coarse=-0.13,
+                            ramp=1.43, kappa_z=0.50, tail=0.21, coarse_power=0.93,
+                            variance_power=1.20),  # center_c
 }
 
 
@@ -154,18 +174,47 @@ def _sampled_response(fwhm_mm: float, step: float, freq: np.ndarray) -> np.ndarr
     return np.cos(2 * np.pi * freq[..., None] * i) @ taps
 
 
-def axis_spectra(texture: Texture, shape: Sequence[int], kappa: float) -> list[np.ndarray]:
-    """The NPS factor of each axis on a grid of ``shape`` (full FFT frequencies): the NPS is
-    their outer product (``kappa``: the in-plane smoothing, voxels)."""
-    out = []
-    for axis, (n, step) in enumerate(zip(shape, texture.spacing)):
-        f = np.abs(np.fft.fftfreq(n))
+def texture_nps(texture: Texture, shape: Sequence[int], coarse: bool = False,
+                half: bool = False) -> np.ndarray:
+    """The (unnormalised) NPS of the fine (or ``coarse``) component on the FFT grid of
+    ``shape`` (``half``: the ``rfftn`` grid), float64: per axis the sampled post-filter squared
+    times the sampled PSF to the power ``-2 eta``, along z a Gaussian of ``kappa_z`` voxels,
+    in-plane a Gaussian of ``kappa`` voxels and (fine component) the ramp ``(f_xy^2 +
+    RAMP_FLOOR^2)^(ramp / 2)`` of noise that stays where its counts were, plus ``tail`` times
+    as much power of white noise through the post-filter alone (the finest texture it can have;
+    means over the grid)."""
+    fit = texture.fit
+    eta = fit.eta_of(coarse)
+    freqs = [np.abs(np.fft.fftfreq(int(shape[0]))), np.abs(np.fft.fftfreq(int(shape[1]))),
+             np.fft.rfftfreq(int(shape[2])) if half else np.abs(np.fft.fftfreq(int(shape[2])))]
+    axes = []
+    for axis, (f, step) in enumerate(zip(freqs, texture.spacing)):
         post = _sampled_response(texture.post_fwhm_mm, step, f) ** 2
-        eta = texture.fit.eta
         psf = np.maximum(_sampled_response(texture.psf_fwhm_mm, step, f) ** 2, 1e-3)
-        smooth = np.exp(-4 * np.pi ** 2 * kappa ** 2 * f ** 2) if axis < 2 else 1.0
-        out.append(post * psf ** -eta * smooth)
-    return out
+        kappa = texture.kappa(coarse) if axis < 2 else fit.kappa_z
+        axes.append(post * psf ** -eta * np.exp(-4 * np.pi ** 2 * kappa ** 2 * f ** 2))
+    nps = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    if fit.ramp and not coarse:
+        fxy2 = freqs[0][:, None, None] ** 2 + freqs[1][None, :, None] ** 2
+        nps = nps * ((fxy2 + RAMP_FLOOR ** 2) / RAMP_FLOOR ** 2) ** (fit.ramp / 2)
+    if fit.tail and not coarse:
+        posts = [_sampled_response(texture.post_fwhm_mm, step, f) ** 2
+                 for f, step in zip(freqs, texture.spacing)]
+        white = posts[0][:, None, None] * posts[1][None, :, None] * posts[2][None, None, :]
+        def mean(a):
+            return _full_grid_mean(a, int(shape[2])) if half else float(a.mean())
+
+        nps = nps / mean(nps) + fit.tail * white / mean(white)
+    return nps
+
+
+def _full_grid_mean(half_grid: np.ndarray, nz: int) -> float:
+    """The mean over the full FFT grid of a Hermitian-symmetric array given on the rfftn grid."""
+    w = np.full(half_grid.shape[2], 2.0)
+    w[0] = 1.0
+    if nz % 2 == 0:
+        w[-1] = 1.0
+    return float((half_grid.sum((0, 1)) * w).sum() / (half_grid.shape[0] * half_grid.shape[1] * nz))
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,10 +222,8 @@ def spectral_filter(texture: Texture, shape: tuple[int, int, int], coarse: bool 
                     ) -> np.ndarray:
     """sqrt(NPS) of the fine (or ``coarse``) component on the ``rfftn`` grid of ``shape``,
     scaled so that filtered white noise has unit variance (float32; cached per process)."""
-    sx, sy, sz = axis_spectra(texture, shape, texture.kappa(coarse))
-    norm = sx.mean() * sy.mean() * sz.mean()  # the full grid's mean: unit variance
-    nps = sx[:, None, None] * sy[None, :, None] * sz[None, None, :shape[2] // 2 + 1] / norm
-    return np.sqrt(nps).astype(np.float32)
+    nps = texture_nps(texture, shape, coarse, half=True)
+    return np.sqrt(nps / _full_grid_mean(nps, shape[2])).astype(np.float32)
 
 
 def correlated_field(shape: Sequence[int], texture: Texture | None, rng: np.random.Generator,
@@ -192,24 +239,40 @@ def correlated_field(shape: Sequence[int], texture: Texture | None, rng: np.rand
     return scipy.fft.irfftn(spectrum, shape, workers=1).astype(np.float32, copy=False)
 
 
-def low_count_excess(variance_full: np.ndarray, activity: np.ndarray, factor: float,
-                     low_count: float) -> np.ndarray:
-    """OSEM's variance beyond ``k v1`` at dose reduction ``factor`` of voxels whose full-dose
-    variance is ``variance_full`` and activity ``activity``: ``k v1 low_count min(k v1 / x^2,
-    1)``."""
+def noise_variances(variance_full: np.ndarray, activity: np.ndarray, factor: float,
+                    low_count: float, coarse_fraction: np.ndarray | None = None,
+                    coarse_knee: float = 0.0, coarse_decay: float = 2.0
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The noise variance of voxels at dose reduction ``factor``, split into the texture's fine
+    and coarse components (float32; coarse None when ``coarse_fraction`` is None: all fine).
+
+    Variance ``V = k v1 (1 + low_count min(r, 1))`` with ``r = k v1 / x^2`` the relative variance
+    (``v1`` = ``variance_full``, ``x`` = ``activity``): OSEM's excess at very low counts. The
+    coarse share is ``w = coarse_fraction / (1 + (r / coarse_knee)^coarse_decay)``: the noise
+    gets finer as the counts fall (``coarse_knee`` 0: ``w = coarse_fraction``)."""
     v = np.maximum(variance_full, 0.0) * np.float32(factor)
     relative = v / np.maximum(np.square(activity), np.float32(1e-12))
-    return v * np.float32(low_count) * np.minimum(relative, 1.0)
+    total = v * (1.0 + np.float32(low_count) * np.minimum(relative, 1.0))
+    if coarse_fraction is None:
+        return total, None
+    w = np.clip(np.asarray(coarse_fraction, np.float32), 0.0, 1.0)
+    if coarse_knee > 0:
+        ratio = relative / np.float32(coarse_knee)
+        ratio = ratio * ratio if coarse_decay == 2.0 else np.power(ratio, np.float32(coarse_decay))
+        w = w / (1.0 + ratio)
+    coarse = total * w
+    return total - coarse, coarse
 
 
 def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
                    stored_factor: float, texture: Texture | None, rng: np.random.Generator,
                    coarse_fraction: np.ndarray | None = None) -> np.ndarray:
     """``image`` (stored at ``stored_factor``) brought to dose reduction ``factor``: plus a
-    field of ``texture`` whose variance is what the lower dose adds (float32, a new array).
+    field of ``texture`` whose fine and coarse variances are what the lower dose adds to each
+    (:func:`noise_variances` at ``factor`` minus at ``stored_factor``; float32, a new array).
 
     ``variance_full`` and ``coarse_fraction``: the full-dose variance and the texture's coarse
-    fraction on the image's grid (None: the fine texture alone)."""
+    fraction at high counts on the image's grid (None: the fine texture alone)."""
     if not factor >= 1.0 or not stored_factor >= 1.0:
         raise ValueError(f"dose reduction factors must be >= 1, got {factor}, {stored_factor}")
     image = np.asarray(image, np.float32)
@@ -219,19 +282,24 @@ def add_dose_noise(image: np.ndarray, variance_full: np.ndarray, factor: float,
     if factor <= stored_factor:
         return image.copy()
     activity = np.maximum(image, 0.0)
-    low_count = LOW_COUNT_WHITE if texture is None else texture.fit.low_count
-    linear = np.maximum(variance_full, 0.0) * np.float32(factor - stored_factor)
-    excess = np.maximum(low_count_excess(variance_full, activity, factor, low_count)
-                        - low_count_excess(variance_full, activity, stored_factor, low_count), 0.0)
-    field = correlated_field(image.shape, texture, rng)  # fine: w of the linear part is coarse
-    if texture is None or coarse_fraction is None:
-        field *= np.sqrt(linear + excess)
-        return image + field
-    w = np.clip(np.asarray(coarse_fraction, np.float32), 0.0, 1.0)
-    field *= np.sqrt((1.0 - w) * linear + excess)
-    field += (correlated_field(image.shape, texture, rng, coarse=True)
-              * np.sqrt(w * linear))
-    return image + field
+    if texture is None:
+        low_count, knee, decay, coarse_fraction = LOW_COUNT_WHITE, 0.0, 2.0, None
+    else:
+        fit = texture.fit
+        low_count, knee, decay = fit.low_count, fit.coarse_knee, fit.coarse_decay
+    fine, coarse = noise_variances(variance_full, activity, factor, low_count, coarse_fraction,
+                                   knee, decay)
+    fine0, coarse0 = noise_variances(variance_full, activity, stored_factor, low_count,
+                                     coarse_fraction, knee, decay)
+    fine -= fine0
+    field = correlated_field(image.shape, texture, rng)
+    field *= np.sqrt(np.maximum(fine, 0.0, out=fine), out=fine)
+    if coarse is not None:
+        coarse -= coarse0
+        field += (correlated_field(image.shape, texture, rng, coarse=True)
+                  * np.sqrt(np.maximum(coarse, 0.0, out=coarse), out=coarse))
+    field += image
+    return field
 
 
 # --- per-case maps (ingest) ---------------------------------------------------------------------
@@ -294,7 +362,7 @@ def variance_shape(image: np.ndarray, attenuation: np.ndarray | None, profile: n
     x_ref = float(np.median(inside)) if inside.size else 0.0
     if not x_ref > 0:
         raise ValueError("the body holds no activity: cannot shape the noise map")
-    m = x_ref * (x / x_ref) ** np.float32(P)
+    m = x_ref * (x / x_ref) ** np.float32(texture.fit.variance_power)
     if attenuation is not None:
         m *= np.asarray(attenuation, np.float32) ** np.float32(-BETA)
     m /= np.maximum(np.asarray(profile, np.float32), 1e-3)[None, None, :]
@@ -308,8 +376,7 @@ def _residual_gain(texture: Texture | None, coarse: bool = False, size: int = 32
     h6 = sum(np.cos(2 * np.pi * g) for g in np.meshgrid(f, f, f, indexing="ij")) / 3.0
     if texture is None:
         return float(np.mean((1 - h6) ** 2))
-    nx, ny, nz = axis_spectra(texture, (size,) * 3, texture.kappa(coarse))
-    nps = nx[:, None, None] * ny[None, :, None] * nz[None, None, :]
+    nps = texture_nps(texture, (size,) * 3, coarse)
     return float(np.mean(nps * (1 - h6) ** 2) / np.mean(nps))
 
 
@@ -382,9 +449,16 @@ def full_dose_variance(image: np.ndarray, labels: np.ndarray, label_names: dict[
     profile = axial_sensitivity(image.shape[2], float(spacing[2]), field_of_view)
     shape = variance_shape(image, attenuation, profile, texture, body)
     rho = fbp / np.maximum(shape * np.maximum(profile, 1e-3)[None, None, :], 1e-12)
-    coarse = np.clip(texture.fit.coarse_weight * rho / np.median(rho[body]), 0.0, 1.0
-                     ).astype(np.float32)
+    fit = texture.fit
+    coarse = np.clip(fit.coarse_weight * (rho / np.median(rho[body])) ** fit.coarse_power, 0.0,
+                     1.0).astype(np.float32)
     inner = ndimage.binary_erosion(body, iterations=2)
-    scale = estimate_scale(image, shape, inner, texture, coarse) / float(dose_reduction_factor)
+    scale = estimate_scale(image, shape, inner, texture, coarse)
+    if fit.coarse_knee > 0:  # the image's own coarse share at its count level, then again
+        fine, rough = noise_variances(shape * np.float32(scale), np.maximum(image, 0.0), 1.0,
+                                      fit.low_count, coarse, fit.coarse_knee, fit.coarse_decay)
+        own = rough / np.maximum(fine + rough, np.float32(1e-30))
+        scale = estimate_scale(image, shape, inner, texture, own)
+    scale /= float(dose_reduction_factor)
     return (shape * np.float32(scale)).astype(np.float32), coarse, scale
 

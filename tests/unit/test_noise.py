@@ -13,19 +13,18 @@ from petseg_jax.phantom.scanner import CENTERS, acquire, simulate_scans
 from petseg_jax.physics import noise
 from petseg_jax.physics.simulation import image_of
 
-# the target: augmentation / simulator within 20 % in each band
+# the target: augmentation / simulator within 20 % in each band (the texture constants
+# are fitted on other simulator seeds than this test's; BUILD_NOTES.md, session 7)
 BAND_TOLERANCE = (0.8, 1.2)
-# bands the model does not bring within the target (BUILD_NOTES.md, session 6), each with a
-# bound that guards the measured state (measured here: 1.200, 0.775, 0.796):
+# bands that miss it here, each with a bound around its measured value (1.298, 0.651, 0.680):
+# center_c's deep tissue, whose simulated lowest bands at factor 100 vary most between
+# realizations (this test's is 1.25-1.34x the mean of the fitting seeds in bands 1-2)
 # (center, factor, region, band index) -> (low, high)
 KNOWN_MISSES: dict[tuple[str, float, str, int], tuple[float, float]] = {
-    ("center_b", 10.0, "liver", 3): (0.8, 1.3),
-    ("center_b", 10.0, "deep", 0): (0.7, 1.2),
-    ("center_b", 100.0, "deep", 0): (0.7, 1.2),
+    ("center_c", 10.0, "deep", 0): (0.8, 1.45),
+    ("center_c", 100.0, "deep", 0): (0.55, 1.2),
+    ("center_c", 100.0, "deep", 3): (0.55, 1.2),
 }
-# center_c's texture changes with the count level (its counts are 17x center_a's), which the
-# model does not follow: 9 of its 16 bands miss the target (measured 0.62-1.53); this guards it
-CENTER_TOLERANCE = {"center_c": (0.55, 1.7)}
 AUGMENTATION_DRAWS = 4
 
 
@@ -65,8 +64,7 @@ def test_augmentation_noise_power_follows_the_simulator(simulated, factor):
                  / noise.band_nps(images[(factor, True)] - truth, region))
         print(name, factor, region_name, np.round(ratio, 3))  # shown with pytest -s
         for band, r in enumerate(ratio):
-            low, high = KNOWN_MISSES.get((name, factor, region_name, band),
-                                         CENTER_TOLERANCE.get(name, BAND_TOLERANCE))
+            low, high = KNOWN_MISSES.get((name, factor, region_name, band), BAND_TOLERANCE)
             if not low < r < high:
                 misses.append((region_name, band, round(float(r), 3), (low, high)))
     assert not misses, (name, factor, misses)
@@ -74,11 +72,33 @@ def test_augmentation_noise_power_follows_the_simulator(simulated, factor):
 
 def test_field_has_unit_variance_and_the_texture():
     texture = noise.Texture(3.0, 3.0, (3.0, 3.0, 3.0))
-    field = noise.correlated_field((48, 40, 32), texture, np.random.default_rng(0))
-    assert abs(field.var() - 1.0) < 0.05
-    assert np.corrcoef(field[:-1].ravel(), field[1:].ravel())[0, 1] > 0.3
+    lag1 = []
+    for coarse in (False, True):
+        field = noise.correlated_field((48, 40, 32), texture, np.random.default_rng(0), coarse)
+        assert abs(field.var() - 1.0) < 0.05
+        lag1.append(np.corrcoef(field[:-1].ravel(), field[1:].ravel())[0, 1])
+    assert 0.2 < lag1[0] < lag1[1], lag1  # both correlated (in-plane), the coarse one more
     white = noise.correlated_field((48, 40, 32), None, np.random.default_rng(0))
     assert abs(np.corrcoef(white[:-1].ravel(), white[1:].ravel())[0, 1]) < 0.05
+
+
+@pytest.mark.parametrize("name", sorted(CENTERS))
+def test_each_center_texture_is_unit_variance_and_finer_at_low_counts(name):
+    center = CENTERS[name]
+    texture = noise.Texture(center.psf_fwhm_mm, center.post_fwhm_mm, SPACING)
+    for coarse in (False, True):
+        field = noise.correlated_field((48, 40, 32), texture, np.random.default_rng(1), coarse)
+        assert abs(field.var() - 1.0) < 0.08, (name, coarse, field.var())
+    fit = texture.fit
+    v1, x, w0 = np.full(4, 0.01, np.float32), np.ones(4, np.float32), np.full(4, 0.5, np.float32)
+    shares = []
+    for k in (1.0, 10.0, 100.0):
+        fine, coarse = noise.noise_variances(v1, x, k, fit.low_count, w0, fit.coarse_knee,
+                                             fit.coarse_decay)
+        total = k * 0.01 * (1 + fit.low_count * min(k * 0.01, 1.0))
+        np.testing.assert_allclose(fine + coarse, total, rtol=1e-5)
+        shares.append(float(coarse[0] / total))
+    assert shares[0] >= shares[1] >= shares[2] and shares[0] > shares[2], (name, shares)
 
 
 def test_each_center_has_its_own_texture_and_an_unknown_setting_is_an_error():
