@@ -224,14 +224,16 @@ class Tube:
     def q(self, patch: Patch) -> np.ndarray:
         out = np.full(patch.shape, np.inf, np.float32)
         x, y, z = patch.xyz
-        for a, b, ra, rb in zip(self.path[:-1], self.path[1:], self.path_r[:-1],
-                                self.path_r[1:]):
-            r = max(ra, rb) + patch.margin
-            lo, hi = np.minimum(a, b) - r, np.maximum(a, b) + r
-            sub = tuple(slice(int(np.searchsorted(ax, lo[i])), int(np.searchsorted(ax, hi[i])))
-                        for i, ax in enumerate(patch.axes))
-            if any(s.stop <= s.start for s in sub):
-                continue
+        # every segment's box at once (the per-segment searchsorted calls were ~1/3 of the
+        # time of a tube of many short segments, e.g. a rib); the same boxes
+        a_, b_ = self.path[:-1], self.path[1:]
+        r = (np.maximum(self.path_r[:-1], self.path_r[1:]) + patch.margin)[:, None]
+        lo, hi = np.minimum(a_, b_) - r, np.maximum(a_, b_) + r
+        start = np.stack([np.searchsorted(ax, lo[:, i]) for i, ax in enumerate(patch.axes)], 1)
+        stop = np.stack([np.searchsorted(ax, hi[:, i]) for i, ax in enumerate(patch.axes)], 1)
+        for j in np.flatnonzero((stop > start).all(1)):
+            a, b, ra, rb = a_[j], b_[j], self.path_r[j], self.path_r[j + 1]
+            sub = tuple(slice(int(i0), int(i1)) for i0, i1 in zip(start[j], stop[j]))
             ab = (b - a).astype(np.float32)
             d = [_take(c, sub) - np.float32(a[i]) for i, c in enumerate((x, y, z))]
             t = np.clip(sum(d[i] * ab[i] for i in range(3)) / np.float32(ab @ ab + 1e-9), 0, 1)

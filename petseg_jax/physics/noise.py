@@ -315,6 +315,16 @@ def _line_operator(geom: SliceGeometry) -> tuple[sp.csr_matrix, sp.csr_matrix, n
     return a, a_t, through
 
 
+def _project_support(a: sp.csr_matrix, image: np.ndarray) -> np.ndarray:
+    """``a @ image`` over the pixels that are non-zero in some slice only (a mu map is zero in
+    the air, ~60-75 % of the demo's field of view): the same sums of the same products in the
+    same order, bitwise, less the products with zero."""
+    support = np.flatnonzero(image.any(axis=1))
+    if support.size == image.shape[0]:
+        return a @ image
+    return a[:, support] @ image[support]
+
+
 def line_maps(mu: np.ndarray, activity: np.ndarray, spacing: Sequence[float],
               attenuation_corrected: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Per-voxel means over the (rebinned, 2-D) lines of response through it of the
@@ -337,8 +347,9 @@ def line_maps(mu: np.ndarray, activity: np.ndarray, spacing: Sequence[float],
     nx, ny, nz = mu_c.shape
     a, a_t, through = _line_operator(SliceGeometry(nx, ny, float(spacing[0]) * steps[0],
                                                    float(spacing[1]) * steps[1], max(nx, ny)))
-    survival = np.exp(-(a @ mu_c.reshape(nx * ny, nz))) if attenuation_corrected else 1.0
-    lines = a @ act_c.reshape(nx * ny, nz)
+    survival = (np.exp(-_project_support(a, mu_c.reshape(nx * ny, nz))) if attenuation_corrected
+                else 1.0)
+    lines = _project_support(a, act_c.reshape(nx * ny, nz))
 
     def back(sino):
         mean = (a_t @ sino / through).reshape(nx, ny, nz)

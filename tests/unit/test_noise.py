@@ -123,3 +123,30 @@ def test_dose_noise_errors_and_identity():
                     np.random.default_rng(0))
     with pytest.raises(ValueError, match=">= 1"):
         reduce_dose(image, 0.5, 1.0, dose_noise, np.random.default_rng(0))
+
+
+def test_hole_filling_per_slice_matches_scipy():
+    """``fill_holes_per_slice`` (one labelling) is ``binary_fill_holes`` of each z slice: holes
+    4-connected in-plane only, a hole open to the slice's edge or to a diagonal neighbour
+    stays open, slices never connect."""
+    from petseg_jax.physics.attenuation import fill_holes_per_slice
+    rng = np.random.default_rng(0)
+    mask = ndimage.binary_opening(rng.random((40, 36, 12)) < 0.55)
+    mask[5:15, 5:15, 3] = True
+    mask[8:11, 8:11, 3] = False  # a hole in slice 3, open in slices 2 and 4
+    mask[20:30, 0:10, 3] = True
+    mask[22:25, 0:4, 3] = False  # open to the edge: not a hole
+    want = np.stack([ndimage.binary_fill_holes(mask[:, :, z]) for z in range(mask.shape[2])], 2)
+    assert want[9, 9, 3] and not want[23, 1, 3]
+    np.testing.assert_array_equal(fill_holes_per_slice(mask.copy()), want)
+
+
+def test_line_projection_over_the_support_is_bitwise_the_full_product():
+    """``_project_support`` drops the air's pixels from the sparse product: the same floats."""
+    from petseg_jax.physics.geometry import SliceGeometry
+    a = noise._line_operator(SliceGeometry(24, 20, 6.0, 6.0, 24))[0]
+    image = np.zeros((24 * 20, 7), np.float32)
+    image[100:300:3] = np.random.default_rng(1).random((67, 7), np.float32)
+    np.testing.assert_array_equal(noise._project_support(a, image), a @ image)
+    full = np.random.default_rng(2).random((24 * 20, 7), np.float32)
+    np.testing.assert_array_equal(noise._project_support(a, full), a @ full)
