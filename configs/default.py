@@ -93,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     loss.ignore_label = placeholder(int)  # None, or a label whose voxels count in neither term
     loss.weight_ce = 1.0
     loss.weight_dice = 1.0
+    loss.dice_present_only = False  # Dice over the classes present in the ground truth only
     loss.ds_drop_lowest = True  # deep supervision: the lowest-resolution head gets weight 0
 
     # Optimizer: sgd (nnU-Net: Nesterov + poly decay) or adamw (warm-up + cosine).

@@ -109,6 +109,9 @@ def _ce_dice(logits: torch.Tensor, label: torch.Tensor, cfg: Mapping[str, Any]) 
     axes = (0, 2, 3, 4) if cfg["batch_dice"] else (2, 3, 4)
     tp, denom = (probs * onehot).sum(axes), (probs + onehot).sum(axes)
     dice = (2 * tp + cfg["smooth"]) / (denom + cfg["smooth"]).clamp_min(1e-8)
+    if cfg["dice_present_only"]:
+        present = (onehot.sum(axes) > 0).to(dice.dtype)
+        dice = (dice * present).sum() / present.sum().clamp_min(1.0)
     return cfg["weight_ce"] * ce + cfg["weight_dice"] * (1 - dice.mean())
 
 

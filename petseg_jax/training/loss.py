@@ -6,6 +6,9 @@ Loss config keys (the ``loss`` section of ``configs/default.py``; missing keys t
 * ``smooth`` (1e-5), ``do_bg`` (False): nnU-Net's Dice smoothing and background handling.
 * ``ignore_label``: ``None`` or a label value whose voxels count in neither term.
 * ``weight_ce``, ``weight_dice``: term weights (1, 1).
+* ``dice_present_only``: the Dice term averages only the classes present in the ground truth
+  (per batch with ``batch_dice``, else per sample); ``False`` (nnU-Net) averages all classes,
+  so an absent class scores ~0 whenever anything of it is predicted.
 * ``ds_drop_lowest``: deep supervision weights are ``1 / 2**i`` (full resolution first) with
   the lowest-resolution head's weight set to 0 (nnU-Net v2 does this), then normalised to sum 1;
   ``False`` keeps that head.
@@ -45,6 +48,17 @@ def soft_dice(probs: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dic
     return (2 * tp + smooth) / jnp.maximum(sum_pred + sum_gt + smooth, 1e-8)
 
 
+def mean_dice(dice: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dice: bool,
+              present_only: bool) -> jax.Array:
+    """Mean of :func:`soft_dice`'s ``dice``; with ``present_only`` over the classes whose
+    ground truth (``onehot * mask``) is not empty, 0 when none is."""
+    if not present_only:
+        return jnp.mean(dice)
+    axes = (0, 1, 2, 3) if batch_dice else (1, 2, 3)
+    present = (jnp.sum(onehot * mask, axes) > 0).astype(dice.dtype)
+    return jnp.sum(dice * present) / jnp.maximum(jnp.sum(present), 1.0)
+
+
 def dice_ce_loss(logits: jax.Array, labels: jax.Array, loss_cfg: Mapping[str, Any] | None = None
                  ) -> jax.Array:
     """``weight_ce * CE + weight_dice * (1 - mean soft Dice)`` for one logit map.
@@ -67,9 +81,12 @@ def dice_ce_loss(logits: jax.Array, labels: jax.Array, loss_cfg: Mapping[str, An
     ce = jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     onehot = jax.nn.one_hot(labels, k, dtype=jnp.float32)
     first = 0 if cfg["do_bg"] else 1
-    dice = soft_dice(jnp.exp(logp)[..., first:], onehot[..., first:], mask[..., None],
-                     batch_dice=cfg["batch_dice"], smooth=cfg["smooth"])
-    return cfg["weight_ce"] * ce + cfg["weight_dice"] * (1.0 - jnp.mean(dice))
+    onehot, mask = onehot[..., first:], mask[..., None]
+    dice = soft_dice(jnp.exp(logp)[..., first:], onehot, mask, batch_dice=cfg["batch_dice"],
+                     smooth=cfg["smooth"])
+    dice = mean_dice(dice, onehot, mask, batch_dice=cfg["batch_dice"],
+                     present_only=cfg["dice_present_only"])
+    return cfg["weight_ce"] * ce + cfg["weight_dice"] * (1.0 - dice)
 
 
 def deep_supervision_weights(n: int, drop_lowest: bool = True) -> np.ndarray:

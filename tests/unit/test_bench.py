@@ -87,11 +87,17 @@ def test_torch_twin_matches_jax_network_and_loss():
         t_eval = net.eval()(tx).permute(0, 2, 3, 4, 1).numpy()
         j_eval = jax.jit(model_def.apply_eval)(params, x)
         np.testing.assert_allclose(t_eval, j_eval, atol=2e-4, rtol=1e-4)
-        loss_cfg = {"batch_dice": True}
-        t_loss = torch_reference.segmentation_loss(list(torch_outs), torch.from_numpy(label),
-                                                   loss_cfg)
-    assert float(t_loss) == pytest.approx(float(segmentation_loss(jax_outs, label, loss_cfg)),
-                                          rel=1e-4)
+    # class 2 absent from sample 1 and class 1 from the whole batch: present-only Dice differs
+    sparse = np.where(label == 1, 0, label)
+    sparse[1][sparse[1] == 2] = 0
+    for labels, loss_cfg in [(label, {"batch_dice": True}),
+                             (sparse, {"batch_dice": True, "dice_present_only": True}),
+                             (sparse, {"batch_dice": False, "dice_present_only": True})]:
+        with torch.no_grad():
+            t_loss = torch_reference.segmentation_loss(list(torch_outs), torch.from_numpy(labels),
+                                                       loss_cfg)
+        assert float(t_loss) == pytest.approx(float(segmentation_loss(jax_outs, labels, loss_cfg)),
+                                              rel=1e-4)
 
 
 def test_vs_torch_without_torch_prints_and_skips(monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -41,6 +42,35 @@ def test_batch_dice_differs_from_per_sample_dice():
                                ce + 1 - per_sample, rtol=1e-6)
     np.testing.assert_allclose(dice_ce_loss(logits, labels, {"batch_dice": True}),
                                ce + 1 - batch, rtol=1e-6)
+
+
+def test_present_only_dice_skips_absent_classes():
+    # three classes; sample 0 holds class 1, sample 1 holds class 2; class 3 absent everywhere
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(2, 2, 2, 1, 4)), jnp.float32)
+    labels = jnp.asarray([[1, 0, 0, 0], [2, 2, 0, 0]]).reshape(2, 2, 2, 1)
+    probs = np.asarray(jnp.exp(logits - jax.nn.logsumexp(logits, -1, keepdims=True)))
+    onehot = np.eye(4)[np.asarray(labels)]
+    ce = -np.mean(np.log(np.take_along_axis(probs, np.asarray(labels)[..., None], -1)))
+    s = 1e-5
+    for batch_dice in (True, False):
+        axes = (0, 1, 2, 3) if batch_dice else (1, 2, 3)
+        tp = (probs * onehot).sum(axes)[..., 1:]
+        denom = (probs + onehot).sum(axes)[..., 1:]
+        dice = (2 * tp + s) / (denom + s)
+        present = onehot.sum(axes)[..., 1:] > 0
+        cfg = {"batch_dice": batch_dice}
+        np.testing.assert_allclose(dice_ce_loss(logits, labels, cfg), ce + 1 - dice.mean(),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            dice_ce_loss(logits, labels, {**cfg, "dice_present_only": True}),
+            ce + 1 - dice[present].mean(), rtol=1e-5)
+    # nothing present: the Dice term is a constant 1 (no gradient), CE stays
+    bg = jnp.zeros((1, 2, 2, 1), int)
+    grad = jax.grad(lambda x: dice_ce_loss(x, bg, {"dice_present_only": True, "weight_ce": 0}))
+    np.testing.assert_allclose(dice_ce_loss(logits[:1], bg, {"dice_present_only": True,
+                                                            "weight_ce": 0.0}), 1.0)
+    np.testing.assert_allclose(grad(logits[:1]), 0.0)
 
 
 def test_ignored_voxels_count_in_neither_term():
