@@ -29,7 +29,6 @@ import numpy as np
 from petseg_jax.configuration import section
 
 
-
 def loss_config(loss_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """``loss_cfg`` over the schema's ``loss`` section (unknown keys are an error)."""
     return section("loss", loss_cfg)
