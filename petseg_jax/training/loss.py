@@ -34,9 +34,11 @@ def loss_config(loss_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     return section("loss", loss_cfg)
 
 
-def soft_dice(probs: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dice: bool,
-              smooth: float) -> jax.Array:
-    """Soft Dice per class, ``(K,)`` with ``batch_dice`` else ``(N, K)``.
+def mean_soft_dice(probs: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dice: bool,
+                   smooth: float, present_only: bool) -> jax.Array:
+    """Soft Dice per class (over the batch with ``batch_dice``, else per sample), averaged over
+    all classes, or with ``present_only`` over those whose ground truth is not empty (0 when
+    none is).
 
     ``probs``, ``onehot``: ``(N, X, Y, Z, K)``; ``mask``: ``(N, X, Y, Z, 1)`` of 0/1.
     """
@@ -44,17 +46,10 @@ def soft_dice(probs: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dic
     tp = jnp.sum(probs * onehot * mask, axes)
     sum_pred = jnp.sum(probs * mask, axes)
     sum_gt = jnp.sum(onehot * mask, axes)
-    return (2 * tp + smooth) / jnp.maximum(sum_pred + sum_gt + smooth, 1e-8)
-
-
-def mean_dice(dice: jax.Array, onehot: jax.Array, mask: jax.Array, *, batch_dice: bool,
-              present_only: bool) -> jax.Array:
-    """Mean of :func:`soft_dice`'s ``dice``; with ``present_only`` over the classes whose
-    ground truth (``onehot * mask``) is not empty, 0 when none is."""
+    dice = (2 * tp + smooth) / jnp.maximum(sum_pred + sum_gt + smooth, 1e-8)
     if not present_only:
         return jnp.mean(dice)
-    axes = (0, 1, 2, 3) if batch_dice else (1, 2, 3)
-    present = (jnp.sum(onehot * mask, axes) > 0).astype(dice.dtype)
+    present = (sum_gt > 0).astype(dice.dtype)
     return jnp.sum(dice * present) / jnp.maximum(jnp.sum(present), 1.0)
 
 
@@ -80,11 +75,9 @@ def dice_ce_loss(logits: jax.Array, labels: jax.Array, loss_cfg: Mapping[str, An
     ce = jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     onehot = jax.nn.one_hot(labels, k, dtype=jnp.float32)
     first = 0 if cfg["do_bg"] else 1
-    onehot, mask = onehot[..., first:], mask[..., None]
-    dice = soft_dice(jnp.exp(logp)[..., first:], onehot, mask, batch_dice=cfg["batch_dice"],
-                     smooth=cfg["smooth"])
-    dice = mean_dice(dice, onehot, mask, batch_dice=cfg["batch_dice"],
-                     present_only=cfg["dice_present_only"])
+    dice = mean_soft_dice(jnp.exp(logp)[..., first:], onehot[..., first:], mask[..., None],
+                          batch_dice=cfg["batch_dice"], smooth=cfg["smooth"],
+                          present_only=cfg["dice_present_only"])
     return cfg["weight_ce"] * ce + cfg["weight_dice"] * (1.0 - dice)
 
 
