@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
     data.patch_size = (128, 128, 128)  # training patch (voxels); a multiple of the strides
     data.batch_size = 2  # global batch (all devices, all processes)
     data.foreground_fraction = 1 / 3  # patches centred on a class voxel (nnU-Net: a third)
+    # how a class-centred patch picks its class: uniform (nnU-Net) among the case's classes, or
+    # exposure: in inverse proportion to the share of patches that hold the class (the brain of a
+    # whole body, which few patches hold, more often; data/sampling.py exposure_weights)
+    data.class_sampling = "uniform"
     data.position_channels = False  # 3 extra input channels: each voxel's place in the scan
     data.workers = 4  # grain worker processes building batches (0: in the training process)
     data.worker_buffer = 2  # batches each worker keeps ready

@@ -90,12 +90,13 @@ def _check_value(key: str, value: Any, default: Any) -> None:
 
 # Keys whose value must be one of a few names, checked before any work (a run's closing stage
 # would otherwise fail only after training).
-_CHOICES = {"evaluation.split": ("", "train", "val", "test")}
+CHOICES = {"evaluation.split": ("", "train", "val", "test"),
+           "data.class_sampling": ("uniform", "exposure")}
 
 
 def check_config(config: ml_collections.ConfigDict, where: str) -> None:
     """``config`` must have exactly the schema's keys, each with the schema's type (and one of
-    the allowed names where :data:`_CHOICES` lists them)."""
+    the allowed names where :data:`CHOICES` lists them)."""
     schema = dict(leaves(_schema()))
     have = dict(leaves(config))
     for key in have:
@@ -106,8 +107,8 @@ def check_config(config: ml_collections.ConfigDict, where: str) -> None:
         raise ConfigError(f"{where} lacks the config keys {missing} (see configs/default.py)")
     for key, value in have.items():
         _check_value(key, value, schema[key])
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(f"config key {key!r} must be one of {_CHOICES[key]}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"config key {key!r} must be one of {CHOICES[key]}, got {value!r}")
 
 
 def config_file(name: str | Path) -> Path:

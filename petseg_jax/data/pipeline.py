@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,9 +49,11 @@ from grain.multiprocessing import SharedMemoryArray
 
 from petseg_jax.data import position, sampling, store
 from petseg_jax.data.dose import DoseConfig, DoseNoise, augment_dose, estimate_count_scale
-from petseg_jax.configuration import section
+from petseg_jax.configuration import CHOICES, section
 from petseg_jax.data.normalization import NormalizationConfig, normalize
 from petseg_jax.workers import exit_with_parent
+
+log = logging.getLogger("petseg_jax.data")
 
 STATE_VERSION = 1
 _SAMPLE_TAG, _EPOCH_TAG = 0x5A4D, 0xE90C  # separate the seed streams of samples and epochs
@@ -67,6 +70,7 @@ class DataConfig:
     normalization: NormalizationConfig
     dose_augmentation: DoseConfig
     foreground_fraction: float
+    class_sampling: str
     position_channels: bool
     read_threads: int
     read_buffer: int
@@ -79,6 +83,9 @@ class DataConfig:
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got "
                              f"{self.foreground_fraction}")
+        if self.class_sampling not in CHOICES["data.class_sampling"]:
+            raise ValueError(f"data class_sampling must be one of "
+                             f"{CHOICES['data.class_sampling']}, got {self.class_sampling!r}")
         for name in ("read_threads", "read_buffer", "cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data {name} must be >= 0, got {getattr(self, name)}")
@@ -208,7 +215,8 @@ class PatchSource:
     """Reads, augments and normalizes patches; picklable (paths and case facts only)."""
 
     def __init__(self, store_dir: str | Path, cases: Sequence[CaseInfo],
-                 patch_size: Sequence[int], cfg: DataConfig, seed: int):
+                 patch_size: Sequence[int], cfg: DataConfig, seed: int,
+                 class_weights: Mapping[int, float] | None = None):
         if len(patch_size) != 3 or any(int(p) < 1 for p in patch_size):
             raise ValueError(f"patch_size must be 3 positive ints, got {tuple(patch_size)}")
         self.store_dir = Path(store_dir)
@@ -216,6 +224,7 @@ class PatchSource:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.cfg = cfg
         self.seed = int(seed)
+        self.class_weights = None if class_weights is None else dict(class_weights)
 
     @property
     def _simulated_dose(self) -> bool:
@@ -287,7 +296,7 @@ class PatchSource:
             case = self.cases[case_pos]
             rng = np.random.default_rng([self.seed, _SAMPLE_TAG, int(index)])
             box = sampling.sample_box(rng, case.shape, self.patch_size, case.locations,
-                                      foreground)
+                                      foreground, self.class_weights)
             src, dst = sampling.box_slices(box, case.shape)
             if positions is not None:
                 positions[len(pending)] = position.patch_position(box.lower, case.shape,
@@ -428,7 +437,18 @@ def make_train_iterator(store_dir: str | Path, case_ids: Sequence[str] | None, *
     if local_batch_size < 1:
         raise ValueError(f"local_batch_size must be >= 1, got {local_batch_size}")
     cfg = data_config(data_cfg)
-    source = PatchSource(store_dir, load_cases(store_dir, case_ids), cfg.patch_size, cfg, seed)
+    cases = load_cases(store_dir, case_ids)
+    weights = None
+    if cfg.class_sampling == "exposure":
+        share = sampling.foreground_slots(local_batch_size * process_count,
+                                          cfg.foreground_fraction).mean()
+        weights, uniform, weighted = sampling.exposure_weights(
+            [(c.shape, c.locations) for c in cases], cfg.patch_size, float(share), seed=seed)
+        log.info("class sampling by exposure (class: weight, share of patches holding it "
+                     "uniform -> weighted): %s", ", ".join(
+                         f"{c}: {w:.2f} {uniform[c]:.3f}->{weighted[c]:.3f}"
+                         for c, w in weights.items()))
+    source = PatchSource(store_dir, cases, cfg.patch_size, cfg, seed, weights)
     return TrainIterator(_LocalBatch(source, local_batch_size, process_index, process_count),
                          workers)
 

@@ -157,6 +157,15 @@ def test_val_patches_fixed(tiny_store):
     assert all(a["label"][k].any() for k in (0, 3, 6))  # the class-centred slot of each case
 
 
+def test_exposure_class_sampling_is_deterministic_and_centres_on_classes(tiny_store):
+    exposure = DOSE_ON | {"class_sampling": "exposure"}
+    a, _ = _batches(tiny_store, 4, data_cfg=exposure)
+    b, _ = _batches(tiny_store, 4, data_cfg=exposure)
+    uniform, _ = _batches(tiny_store, 4)
+    assert _digest(a) == _digest(b) and _digest(a) != _digest(uniform)
+    assert all(batch["label"][0].any() for batch in a)  # the class-centred slot
+
+
 def test_bad_inputs(tiny_store, tmp_path):
     with pytest.raises(KeyError, match="nope"):
         make_train_iterator(tiny_store, ["nope"], data_cfg=PATCH_CFG, local_batch_size=1, seed=0)
@@ -170,6 +179,8 @@ def test_bad_inputs(tiny_store, tmp_path):
         data_config({"patchsize": 3})
     with pytest.raises(ValueError, match="did you mean 'data.dose_augmentation.prob'"):
         data_config({"dose_augmentation": {"probability": 0.5}})
+    with pytest.raises(ValueError, match="class_sampling must be one of"):
+        data_config({"class_sampling": "balanced"})
 
 
 def test_data_config_from_the_training_config_section():

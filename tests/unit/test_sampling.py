@@ -1,4 +1,4 @@
-"""Patch sampling: foreground quota, uniform class choice, padding."""
+"""Patch sampling: foreground quota, uniform and exposure-weighted class choice, padding."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from petseg_jax.data.sampling import (PatchBox, box_slices, class_locations, crop,
-                                      foreground_slots, sample_box)
+                                      exposure_weights, foreground_slots, sample_box)
 
 SHAPE = (60, 50, 70)
 PATCH = (16, 16, 16)
@@ -51,6 +51,53 @@ def test_class_balance_uniform_over_present_classes():
     random_hits = sum((crop(label, sample_box(rng, SHAPE, PATCH, locations, False)) == 3).any()
                       for _ in range(500))
     assert random_hits < 500 * 0.05
+
+
+def test_class_weights_draw_classes_in_proportion():
+    label, locations = _case()
+    rng = np.random.default_rng(4)
+    weights = {1: 1.0, 2: 3.0}  # class 3 is not listed: weight 1
+    chosen = [sample_box(rng, SHAPE, PATCH, locations, True, weights).class_id
+              for _ in range(6000)]
+    np.testing.assert_allclose(np.bincount(chosen, minlength=4)[1:] / 6000, [0.2, 0.6, 0.2],
+                               atol=0.03)
+
+
+def _seen(label, boxes, c):
+    return np.mean([(crop(label, b) == c).any() for b in boxes])
+
+
+def test_exposure_estimate_matches_the_sampler_and_lifts_the_rare_class():
+    """The estimated share of patches holding each class is what sample_box delivers, under
+    the uniform draw and under the weights; the weights lift the classes random patches miss."""
+    label, locations = _case()
+    share = 0.5
+    weights, uniform, weighted = exposure_weights([(SHAPE, locations)], PATCH, share, seed=0,
+                                                  random_boxes=400, centred_boxes=100)
+    assert list(weights) == [1, 2, 3]
+    assert weights[3] > weights[2] > weights[1] and weights[3] > 1.0 > weights[1]  # rarest: most
+    assert weighted[3] > uniform[3] + 0.025 and weighted[1] < uniform[1]
+    rng = np.random.default_rng(5)
+    for w, expected in ((None, uniform), (weights, weighted)):
+        boxes = [sample_box(rng, SHAPE, PATCH, locations, k % 2 == 0, w) for k in range(3000)]
+        for c in (1, 2, 3):
+            assert abs(_seen(label, boxes, c) - expected[c]) < 0.04, (w, c)
+    again = exposure_weights([(SHAPE, locations)], PATCH, share, seed=0, random_boxes=400,
+                             centred_boxes=100)
+    assert again == (weights, uniform, weighted)  # deterministic
+
+
+def test_exposure_weights_bounds_and_bad_input():
+    _, locations = _case()
+    weights, _, _ = exposure_weights([(SHAPE, locations)], PATCH, 0.5, random_boxes=400,
+                                     centred_boxes=100, floor=0.95, ceiling=1.1)
+    assert weights[1] == 0.95 and weights[3] == 1.1  # held at the floor and the ceiling
+    with pytest.raises(ValueError, match="foreground share"):
+        exposure_weights([(SHAPE, locations)], PATCH, 1.5)
+    with pytest.raises(ValueError, match="floor"):
+        exposure_weights([(SHAPE, locations)], PATCH, 0.5, floor=0.0)
+    with pytest.raises(ValueError, match="no case has a labelled class"):
+        exposure_weights([(SHAPE, {})], PATCH, 0.5)
 
 
 def test_class_centred_box_is_centred_inside_the_volume():
