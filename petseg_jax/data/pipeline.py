@@ -437,17 +437,19 @@ def make_train_iterator(store_dir: str | Path, case_ids: Sequence[str] | None, *
     if local_batch_size < 1:
         raise ValueError(f"local_batch_size must be >= 1, got {local_batch_size}")
     cfg = data_config(data_cfg)
-    cases = load_cases(store_dir, case_ids)
+    manifest = store.read_manifest(store_dir)
+    cases = load_cases(store_dir, case_ids, manifest)
     weights = None
     if cfg.class_sampling == "exposure":
         share = sampling.foreground_slots(local_batch_size * process_count,
                                           cfg.foreground_fraction).mean()
         weights, uniform, weighted = sampling.exposure_weights(
             [(c.shape, c.locations) for c in cases], cfg.patch_size, float(share), seed=seed)
-        log.info("class sampling by exposure (class: weight, share of patches holding it "
-                     "uniform -> weighted): %s", ", ".join(
-                         f"{c}: {w:.2f} {uniform[c]:.3f}->{weighted[c]:.3f}"
-                         for c, w in weights.items()))
+        name = store.manifest_schema(manifest).name_of
+        log.info("class sampling by exposure (organ: weight, share of patches holding it, "
+                 "uniform -> weighted): %s", ", ".join(
+                     f"{name(c)} {w:.2f} {uniform[c]:.2f}->{weighted[c]:.2f}"
+                     for c, w in weights.items()))
     source = PatchSource(store_dir, cases, cfg.patch_size, cfg, seed, weights)
     return TrainIterator(_LocalBatch(source, local_batch_size, process_index, process_count),
                          workers)
