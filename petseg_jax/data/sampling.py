@@ -5,9 +5,9 @@ over the batch (:func:`foreground_slots`). A foreground sample picks a class uni
 classes present in its case, then one of that class's stored voxel locations (manifest
 ``class_locations``), and centres the patch on it; every other sample takes a uniformly random
 box. With class weights (:func:`exposure_weights`, ``data.class_sampling = "exposure"``) the
-class is drawn in proportion to its weight instead. As in nnU-Net, a box is then shifted (never past its voxel) so that it overhangs the volume
-only where the volume is smaller than the patch; what still overhangs is padded by
-:func:`crop` (image 0, label background).
+class is drawn in proportion to its weight instead. As in nnU-Net, a box is then shifted (never
+past its voxel) so that it overhangs the volume only where the volume is smaller than the
+patch; what still overhangs is padded by :func:`crop` (image 0, label background).
 
 Pure numpy; boxes are plain integers, so the same box can be read from a numpy array or,
 intersection only, from a TensorStore array (:func:`box_slices`).
