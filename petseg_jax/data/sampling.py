@@ -158,6 +158,7 @@ def exposure_weights(cases: Sequence[tuple[Sequence[int], Mapping[int, np.ndarra
 
     uniform = exposure(np.ones(n))
     w = np.clip(uniform.mean() / np.maximum(uniform, 1e-6), floor, ceiling)
+
     def as_dict(values: np.ndarray) -> dict[int, float]:
         return {c: float(v) for c, v in zip(classes, values)}
 
