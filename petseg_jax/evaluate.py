@@ -1,7 +1,7 @@
 """Evaluate a trained model the way the paper does: Dice per organ, tracer, center, dose, AC/NAC.
 
     python -m petseg_jax.evaluate --workdir W [--store S] [--split test] [--step N]
-                                  [--dose-sweep 1,4,10,20,50,100]
+                                  [--dose-sweep 1,4,10,20,50,100] [--cpu-devices N]
 
 See :mod:`petseg_jax.evaluation.evaluate` for what it does and writes.
 """
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.evaluation import report
 from petseg_jax.evaluation.evaluate import run
+from petseg_jax.inference.runtime import CPU_DEVICES
+from petseg_jax.training.mesh import configure_cpu_devices
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -26,8 +28,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--dose-sweep", default="",
                         help="comma-separated dose reduction factors, e.g. 1,4,10,20,50,100")
     parser.add_argument("--mip-cases", type=int, default=4)
+    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES, metavar="N",
+                        help="on the CPU, split each batch of windows over N JAX devices "
+                        f"(default {CPU_DEVICES}; 1: one device)")
     args = parser.parse_args(argv)
+    if args.cpu_devices < 1:
+        parser.error("--cpu-devices must be >= 1")
     setup_logging()
+    configure_cpu_devices(args.cpu_devices, "--cpu-devices")
     sweep = [float(f) for f in args.dose_sweep.split(",") if f.strip()]
     if any(f < 1 for f in sweep):
         parser.error("--dose-sweep factors must be >= 1")

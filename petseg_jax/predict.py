@@ -53,10 +53,12 @@ from petseg_jax.inference import installed
 from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, STATS_COLUMNS, Predictor,
                                                  case_name)
 from petseg_jax.inference.outputs import OUTPUT_TYPES, OutputOptions
-from petseg_jax.inference.runtime import DEVICES, enable_compile_cache, select_device
+from petseg_jax.inference.runtime import (CPU_DEVICES, DEVICES, enable_compile_cache,
+                                          select_device)
 from petseg_jax.inference.serving import META_FILE
 from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.resources import Stages, write_json_atomic
+from petseg_jax.training.mesh import configure_cpu_devices
 
 
 def model_folder(model: str) -> Path:
@@ -150,12 +152,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="write peak memory and seconds per stage to this JSON file")
     parser.add_argument("--device", choices=DEVICES,
                         help="run on this device (default: JAX's); no GPU falls back to CPU")
+    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES, metavar="N",
+                        help="on the CPU, split each batch of windows over N JAX devices "
+                        f"(default {CPU_DEVICES}; 1: one device)")
     parser.add_argument("--compile-cache", type=Path,
                         help="JAX persistent compilation cache folder (default: "
                         "$JAX_COMPILATION_CACHE_DIR or ~/.cache/petseg_jax/jax)")
     args = parser.parse_args(argv)
     if not args.list_series and (args.model is None or args.output is None):
         parser.error("--model and -o are required (except with --list-series)")
+    if args.cpu_devices < 1:
+        parser.error("--cpu-devices must be >= 1")
     try:
         args.overrides = suv.overrides_from(args)
     except suv.SuvError as err:
@@ -219,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         if args.list_series:
             print(dicom.series_table(dicom.list_series(args.input)))
             return []
+        configure_cpu_devices(args.cpu_devices, "--cpu-devices")
         select_device(args.device)
         enable_compile_cache(args.compile_cache)
         options = OutputOptions(tuple(args.output_type), args.per_organ,

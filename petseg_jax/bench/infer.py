@@ -2,7 +2,8 @@
 
 Runs :func:`petseg_jax.inference.sliding_window.sliding_window_labels` (streamed slab by slab,
 Gaussian importance) with the config's network (random weights), patch, ``evaluation.overlap`` and
-``evaluation.batch_size`` on a random volume of ``--shape`` (default: a 6 mm demo whole body,
+``evaluation.batch_size`` (each batch split over the config's ``mesh.cpu_devices`` on the CPU:
+``window_devices``) on a random volume of ``--shape`` (default: a 6 mm demo whole body,
 96 x 48 x 160; paper scale at 2 mm is about 288 x 144 x 900). The first call (compile) is
 timed apart; then ``--repeats`` calls. ``--vs-torch`` runs the same network in PyTorch with the
 same weights through MONAI's sliding-window loop (:func:`torch_reference.sliding_window`),
@@ -58,12 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from petseg_jax.data import position
     from petseg_jax.data.schema import DEFAULT_SCHEMA
     from petseg_jax.inference.sliding_window import (Windows, pad_widths, sliding_window_labels,
-                                                     window_starts)
+                                                     window_devices, window_starts)
     from petseg_jax.models import build_model
     from petseg_jax.resources import peak_device_bytes, peak_rss_bytes
+    from petseg_jax.training import mesh as mesh_lib
     from petseg_jax.training.step import ModelDef
 
     config = load_bench_config(args.config, overrides)
+    mesh_lib.configure_cpu_devices(config.mesh.cpu_devices)  # before JAX starts
     overlap = config.evaluation.overlap if args.overlap is None else args.overlap
     batch = config.evaluation.batch_size if args.batch is None else args.batch
     patch = tuple(config.data.patch_size)
@@ -107,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": "infer", "config": args.config, "overrides": overrides,
         "platform": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind,
         "shape": args.shape, "patch": list(patch), "overlap": overlap, "batch": batch,
-        "windows": n_windows, "dtype": config.model.dtype, "repeats": args.repeats,
+        "windows": n_windows, "window_devices": len(window_devices(batch)),
+        "dtype": config.model.dtype, "repeats": args.repeats,
         "first_call_s": round(first_s, 2), "seconds": round(seconds, 3),
         "seconds_min": round(min(times["jax"]), 3),
         "voxels_per_s": round(float(np.prod(args.shape)) / seconds),
@@ -124,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       torch_seconds_min=round(min(times["torch"]), 3),
                       ratio_min=round(min(times["torch"]) / min(times["jax"]), 3),
                       labels_agree=round(float(np.mean(out["jax"] == out["torch"])), 5))
-    keys = ["platform", "device_kind", "shape", "patch", "overlap", "batch", "windows", "dtype",
+    keys = ["platform", "device_kind", "shape", "patch", "overlap", "batch", "windows",
+            "window_devices", "dtype",
             "first_call_s", "seconds", "seconds_min", "voxels_per_s", "peak_rss_mb",
             "peak_device_mb", "torch_seconds",
             "torch_seconds_min", "ratio", "ratio_min", "labels_agree",

@@ -9,6 +9,10 @@ from pathlib import Path
 import jax
 
 DEVICES = ("cpu", "gpu")
+# CPU devices a prediction splits the host into: each batch of windows (2 in the shipped specs)
+# is split over them (sliding_window.window_devices). On the idle 2-core VM, 2 devices run the
+# demo network's whole-body windows 1.3x faster than one (BUILD_NOTES.md, session 11).
+CPU_DEVICES = 2
 
 
 def default_cache_dir() -> Path:

@@ -73,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from petseg_jax import resources
 from petseg_jax.data import position
@@ -81,6 +82,7 @@ Mode = Literal["gaussian", "constant"]
 Output = Literal["average", "labels"]
 Progress = Callable[[int, int], None]
 _MIN_WEIGHT = 1e-3  # MONAI's floor of the importance map
+_WINDOWS = "windows"  # the mesh axis a batch of windows is split over
 
 
 def _triple(value: int | float | Sequence, name: str, cast: type) -> tuple:
@@ -145,6 +147,23 @@ def score_dtype(requested: str | np.dtype | None = None) -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
+def window_devices(batch_size: int, devices: Sequence[jax.Device] | None = None
+                   ) -> list[jax.Device]:
+    """The devices a batch of ``batch_size`` windows is split over: the first ``d`` of
+    ``devices`` (default: this process's devices of the default device's platform), ``d`` the
+    largest divisor of ``batch_size`` not above their number, so that each device gets
+    ``batch_size / d`` windows."""
+    if devices is None:
+        default = jax.config.jax_default_device
+        platform = getattr(default, "platform", default) or jax.default_backend()
+        devices = jax.local_devices(backend=platform)
+    devices = list(devices)
+    if not devices:
+        raise ValueError("no devices to run the sliding window on")
+    d = max(n for n in range(1, min(len(devices), batch_size) + 1) if batch_size % n == 0)
+    return devices[:d]
+
+
 def slab_axis(padded_shape: Sequence[int]) -> int:
     """The axis the windows are ordered and streamed along: the longest (the first of equals)."""
     return int(np.argmax(padded_shape))
@@ -204,6 +223,7 @@ class _Plan:
     accum_dtype: str
     with_params: bool
     position_channels: bool
+    mesh: Mesh | None = None  # a 1-D mesh over "windows": each batch is split over its devices
 
 
 def _mirror_sets(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -262,7 +282,11 @@ def _batch_step(predict_fn: Callable, plan: _Plan) -> Callable:
         window_shape = plan.patch + (vol.shape[-1],)
         k = acc.shape[-1]
         wins = jax.vmap(lambda s: lax.dynamic_slice(vol, (s[0], s[1], s[2], 0), window_shape))(st)
+        if plan.mesh is not None:  # the network runs on each device's share of the batch
+            wins = lax.with_sharding_constraint(wins, NamedSharding(plan.mesh, P(_WINDOWS)))
         pred = predict(params, lut, wins)
+        if plan.mesh is not None:  # every device adds every window to its copy of the band
+            pred = lax.with_sharding_constraint(pred, NamedSharding(plan.mesh, P()))
         for j in range(plan.batch_size):
             wj = imp * w[j]
             corner = (st[j, 0], st[j, 1], st[j, 2])
@@ -320,7 +344,10 @@ def _compiled_band(predict_fn: Callable, plan: _Plan, band: jax.ShapeDtypeStruct
         return lax.fori_loop(0, n, body, band)
 
     batch = (n_batches, plan.batch_size)
-    return jax.jit(run, donate_argnums=0).lower(
+    jit = (jax.jit(run, donate_argnums=0) if plan.mesh is None else
+           jax.jit(run, donate_argnums=0, in_shardings=NamedSharding(plan.mesh, P()),
+                   out_shardings=NamedSharding(plan.mesh, P())))
+    return jit.lower(
         band, slab, jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct(batch + (3,), jnp.int32),
         jax.ShapeDtypeStruct(batch, jnp.float32), jax.ShapeDtypeStruct(plan.patch, jnp.float32),
         lut, jax.tree.unflatten(params_tree, params_leaves)).compile()
@@ -456,6 +483,7 @@ def sliding_window_labels(
     progress: Progress | None = None,
     memory_budget: int | None = None,
     region: Sequence[tuple[int, int]] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> np.ndarray:
     """Label map ``(X, Y, Z)`` (uint8 when K <= 256, else int32) of a channels-last volume,
     streamed slab by slab along its longest axis in bounded memory (module docstring).
@@ -471,12 +499,19 @@ def sliding_window_labels(
     :func:`~petseg_jax.resources.available_memory`. Raises
     :class:`~petseg_jax.resources.MemoryBudgetError` before allocating when the band, the input
     slabs, the label map and XLA's temporaries do not fit.
+
+    ``devices``: each batch of windows is split over :func:`window_devices` of them (default:
+    this process's devices); every device holds a copy of the band and adds every window to it,
+    so that the labels do not depend on the number of devices. On the CPU the copies share the
+    host's memory, and the memory check counts each.
     """
     patch, overlaps, axes, lut = _checked_args(volume, predict_fn, windows)
     with_position = position_spacing is not None
     channels = volume.shape[-1] + (position.POSITION_CHANNELS if with_position else 0)
+    used = window_devices(int(windows.batch_size), devices)
+    mesh = Mesh(np.array(used), (_WINDOWS,)) if len(used) > 1 else None
     plan = _Plan(patch, int(windows.batch_size), axes, score_dtype(accum_dtype),
-                 params is not None, with_position)
+                 params is not None, with_position, mesh)
     k = _output_channels(predict_fn, plan, channels, params, lut)
     shape = tuple(volume.shape[:3])
     pads = pad_widths(shape, patch)
@@ -485,10 +520,12 @@ def sliding_window_labels(
     band_shape = tuple(patch[d] if d == axis else padded[d] for d in range(3))
     label_dtype = np.dtype(np.uint8 if k <= 256 else np.int32)
     voxels = int(np.prod(band_shape))
-    needed = (2 * voxels * k * jnp.dtype(plan.accum_dtype).itemsize + 2 * voxels * channels * 4
-              + int(np.prod(shape)) * label_dtype.itemsize)
+    copies = len(used) if used[0].platform == "cpu" else 1  # bands held in the host's memory
+    needed = (copies * (2 * voxels * k * jnp.dtype(plan.accum_dtype).itemsize
+                        + 2 * voxels * channels * 4) + int(np.prod(shape)) * label_dtype.itemsize)
     what = (f"the sliding window of a {'x'.join(map(str, shape))} volume (score band "
-            f"{'x'.join(map(str, band_shape))} x {k} classes in {plan.accum_dtype})")
+            f"{'x'.join(map(str, band_shape))} x {k} classes in {plan.accum_dtype}"
+            f"{f', one copy on each of {copies} CPU devices' if copies > 1 else ''})")
     resources.check_budget(needed, what, memory_budget)
 
     n_batches = window_rows(padded, patch, overlaps, plan.batch_size, axis)[1].shape[1]
@@ -512,7 +549,10 @@ def sliding_window_labels(
 
     positions = position.axis_positions(shape, position_spacing) if with_position else None
     out = np.zeros(shape, label_dtype)
-    band = jnp.zeros(band.shape, band.dtype)
+    if mesh is not None:  # the weights, importance map and mirror table on every device
+        params, imp, lut = jax.device_put((params, imp, lut), NamedSharding(mesh, P()))
+    band = jax.device_put(jnp.zeros(band.shape, band.dtype),
+                          used[0] if mesh is None else NamedSharding(mesh, P()))
     crop = [slice(lo, lo + s) for (lo, _), s in zip(pads, shape)]
     before, length = pads[axis][0], shape[axis]
     total, done = int(np.count_nonzero(weights)), 0

@@ -16,23 +16,22 @@ log = logging.getLogger(__name__)
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
-def configure_cpu_devices(count: int) -> None:
-    """Split the host CPU into ``count`` JAX devices (``mesh.cpu_devices``; 0 leaves JAX's
-    default). Call before JAX runs anything: once it has started, or when XLA_FLAGS already sets
-    the count, the existing devices stay and a warning says so."""
+def configure_cpu_devices(count: int, setting: str = "mesh.cpu_devices") -> None:
+    """Split the host CPU into ``count`` JAX devices (0 leaves JAX's default). Call before JAX
+    runs anything: once it has started, or when XLA_FLAGS already sets the count, the existing
+    devices stay and a warning naming ``setting`` says so."""
     if count <= 0:
         return
     if _DEVICE_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
-        log.warning("XLA_FLAGS sets the CPU device count; mesh.cpu_devices=%d is not applied",
-                    count)
+        log.warning("XLA_FLAGS sets the CPU device count; %s=%d is not applied", setting, count)
         return
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # JAX already started (e.g. an earlier run in this process)
         have = len(jax.devices("cpu"))
         if have != count:
-            log.warning("JAX has already started with %d CPU device(s); mesh.cpu_devices=%d is "
-                        "not applied", have, count)
+            log.warning("JAX has already started with %d CPU device(s); %s=%d is not applied",
+                        have, setting, count)
 
 
 def make_mesh(mesh_cfg: Mapping[str, Any]) -> Mesh:

@@ -114,3 +114,48 @@ def test_a_band_that_cannot_fit_names_the_memory_needed():
 def test_available_memory_is_within_mem_available():
     budget = resources.available_memory()
     assert budget is not None and 0 < budget <= resources.mem_available()
+
+
+SPLIT_SCRIPT = """
+import sys
+import jax
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_streaming_window as t
+from petseg_jax.inference.sliding_window import Windows, sliding_window_labels, window_devices
+
+devices = jax.devices()
+assert len(devices) == 2, devices
+assert [len(window_devices(b)) for b in (1, 2, 3, 4)] == [1, 2, 1, 2]
+pet = np.random.default_rng(2).normal(size=(10, 9, 21, 1)).astype(np.float32)
+windows = Windows(t.PATCH, batch_size=4, mirror_axes=(0,), mirror_lut=t.LUT)
+one = sliding_window_labels(pet, t.unet, windows, params=t.STATE, devices=devices[:1],
+                            position_spacing=t.SPACING)
+two = sliding_window_labels(pet, t.unet, windows, params=t.STATE, position_spacing=t.SPACING)
+assert len(np.unique(one)) > 1
+np.testing.assert_array_equal(one, two)
+print("split ok")
+"""
+
+
+def test_windows_split_over_two_devices_give_the_same_labels():
+    """Each batch split over 2 CPU devices (every device adding every window to its copy of
+    the band) gives the one-device labels bitwise."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(Path(__file__).parent)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "split ok" in out.stdout
+
+
+def test_window_devices_rejects_an_empty_list():
+    from petseg_jax.inference.sliding_window import window_devices
+
+    with pytest.raises(ValueError, match="no devices"):
+        window_devices(2, [])
