@@ -551,8 +551,9 @@ def sliding_window_labels(
     out = np.zeros(shape, label_dtype)
     if mesh is not None:  # the weights, importance map and mirror table on every device
         params, imp, lut = jax.device_put((params, imp, lut), NamedSharding(mesh, P()))
-    band = jax.device_put(jnp.zeros(band.shape, band.dtype),
-                          used[0] if mesh is None else NamedSharding(mesh, P()))
+        band = jax.device_put(jnp.zeros(band.shape, band.dtype), NamedSharding(mesh, P()))
+    else:
+        band = jnp.zeros(band.shape, band.dtype)
     crop = [slice(lo, lo + s) for (lo, _), s in zip(pads, shape)]
     before, length = pads[axis][0], shape[axis]
     total, done = int(np.count_nonzero(weights)), 0
