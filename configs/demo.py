@@ -12,9 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.workdir = "runs/demo"
     # Steps are what the whole-body phantom needs most: on the same 40 cases, 3600 steps
-    # reach validation Dice 0.413 where 2600 reach 0.288 (BUILD_NOTES.md, session 6). With the
-    # batch on two CPU devices (below) 3600 steps and one validation at the end fit the demo's
-    # 15 minutes on the 2-core VM (session 7).
+    # reach validation Dice 0.413 where 2600 reach 0.288 (BUILD_NOTES.md, session 6), and
+    # 10 800 reach 0.574 (session 11), ~30 training minutes. With the batch on two CPU devices
+    # (below) 3600 steps and one validation at the end fit the demo's 15 minutes on the
+    # 2-core VM (session 7).
     config.total_steps = 3600
     config.log_every = 100
     config.eval_every = 3600
