@@ -42,7 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.foreground_fraction = 1 / 3
     # The class-centred slot draws its class uniformly: drawing rare classes (brain, thyroid,
     # bladder) more often by exposure learnt the brain in 2 seeds of 3 but lost more elsewhere,
-    # validation Dice 0.322 +- 0.021 vs 0.408 +- 0.038 (BUILD_NOTES.md, session 10).
+    # validation Dice 0.322 +- 0.021 vs 0.408 +- 0.038 (BUILD_NOTES.md, session 10). At 3x the
+    # steps it no longer costs anything and finds the brain (session 11), but not within 15 minutes.
     data.class_sampling = "uniform"
     # No position channels: an offset from the scan centre means another place on a total-body,
     # a 106 cm and a skull-base-to-thigh scan (BUILD_NOTES.md, issue 15). The network sees
