@@ -11,7 +11,8 @@ import jax
 DEVICES = ("cpu", "gpu")
 # CPU devices a prediction splits the host into: each batch of windows (2 in the shipped specs)
 # is split over them (sliding_window.window_devices). On the idle 2-core VM, 2 devices run the
-# demo network's whole-body windows 1.3x faster than one (BUILD_NOTES.md, session 11).
+# demo and mid-size networks' whole-body windows 1.6x and 1.5x faster than one
+# (`bench infer`, BUILD_NOTES.md session 11).
 CPU_DEVICES = 2
 
 
