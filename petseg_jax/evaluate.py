@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from petseg_jax.console import entry_point, setup_logging
 from petseg_jax.evaluation import report
 from petseg_jax.evaluation.evaluate import run
-from petseg_jax.inference.runtime import CPU_DEVICES
+from petseg_jax.inference.runtime import add_cpu_devices_argument
 from petseg_jax.training.mesh import configure_cpu_devices
 
 
@@ -28,12 +28,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--dose-sweep", default="",
                         help="comma-separated dose reduction factors, e.g. 1,4,10,20,50,100")
     parser.add_argument("--mip-cases", type=int, default=4)
-    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES, metavar="N",
-                        help="on the CPU, split each batch of windows over N JAX devices "
-                        f"(default {CPU_DEVICES}; 1: one device)")
+    add_cpu_devices_argument(parser)
     args = parser.parse_args(argv)
-    if args.cpu_devices < 1:
-        parser.error("--cpu-devices must be >= 1")
     setup_logging()
     configure_cpu_devices(args.cpu_devices, "--cpu-devices")
     sweep = [float(f) for f in args.dose_sweep.split(",") if f.strip()]

@@ -53,8 +53,8 @@ from petseg_jax.inference import installed
 from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, STATS_COLUMNS, Predictor,
                                                  case_name)
 from petseg_jax.inference.outputs import OUTPUT_TYPES, OutputOptions
-from petseg_jax.inference.runtime import (CPU_DEVICES, DEVICES, enable_compile_cache,
-                                          select_device)
+from petseg_jax.inference.runtime import (DEVICES, add_cpu_devices_argument,
+                                          enable_compile_cache, select_device)
 from petseg_jax.inference.serving import META_FILE
 from petseg_jax.inference.sliding_window import Progress
 from petseg_jax.resources import Stages, write_json_atomic
@@ -152,17 +152,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="write peak memory and seconds per stage to this JSON file")
     parser.add_argument("--device", choices=DEVICES,
                         help="run on this device (default: JAX's); no GPU falls back to CPU")
-    parser.add_argument("--cpu-devices", type=int, default=CPU_DEVICES, metavar="N",
-                        help="on the CPU, split each batch of windows over N JAX devices "
-                        f"(default {CPU_DEVICES}; 1: one device)")
+    add_cpu_devices_argument(parser)
     parser.add_argument("--compile-cache", type=Path,
                         help="JAX persistent compilation cache folder (default: "
                         "$JAX_COMPILATION_CACHE_DIR or ~/.cache/petseg_jax/jax)")
     args = parser.parse_args(argv)
     if not args.list_series and (args.model is None or args.output is None):
         parser.error("--model and -o are required (except with --list-series)")
-    if args.cpu_devices < 1:
-        parser.error("--cpu-devices must be >= 1")
     try:
         args.overrides = suv.overrides_from(args)
     except suv.SuvError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,21 @@ DEVICES = ("cpu", "gpu")
 # demo and mid-size networks' whole-body windows 1.6x and 1.5x faster than one
 # (`bench infer`, BUILD_NOTES.md session 11).
 CPU_DEVICES = 2
+
+
+def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cpu-devices N`` (default :data:`CPU_DEVICES`, at least 1): apply it with
+    :func:`petseg_jax.training.mesh.configure_cpu_devices` before JAX starts."""
+
+    def count(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    parser.add_argument("--cpu-devices", type=count, default=CPU_DEVICES, metavar="N",
+                        help="on the CPU, split each batch of windows over N JAX devices "
+                        f"(default {CPU_DEVICES}; 1: one device)")
 
 
 def default_cache_dir() -> Path:

@@ -1,6 +1,11 @@
 """The streamed sliding window (bounded memory): labels bitwise equal to the whole-volume
 program, progress, and the memory budget."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ from flax import nnx
 from petseg_jax import resources
 from petseg_jax.data import position
 from petseg_jax.inference.sliding_window import (Windows, sliding_window, sliding_window_labels,
-                                                 window_rows, window_starts)
+                                                 window_devices, window_rows, window_starts)
 from petseg_jax.models.unet import build_model
 
 CLASSES = 5
@@ -141,11 +146,6 @@ print("split ok")
 def test_windows_split_over_two_devices_give_the_same_labels():
     """Each batch split over 2 CPU devices (every device adding every window to its copy of
     the band) gives the one-device labels bitwise."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(Path(__file__).parent)],
@@ -155,7 +155,5 @@ def test_windows_split_over_two_devices_give_the_same_labels():
 
 
 def test_window_devices_rejects_an_empty_list():
-    from petseg_jax.inference.sliding_window import window_devices
-
     with pytest.raises(ValueError, match="no devices"):
         window_devices(2, [])
