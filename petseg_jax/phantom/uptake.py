@@ -52,16 +52,21 @@ UPTAKE: dict[str, dict[str, tuple[float, float]]] = {
         lung=(0.4, .2), esophagus=(1.2, .25), airway=(0.1, .3), thyroid=(1.5, .3),
         small_bowel=(7.0, .35), duodenum=(10., .35), colon=(2.5, .4), gallbladder=(1.5, .5),
         marrow=(1.2, .2), spinal_cord=(0.4, .2), salivary=(16., .3), pituitary=(0.5, .3)),
-    # 68Ga-DOTATATE: somatostatin receptors. Spleen highest, kidneys, adrenals, liver,
-    # pituitary high, pancreas (uncinate) and thyroid moderate, brain very low.
+    # 68Ga-DOTATATE: somatostatin receptors. Spleen highest, then adrenals, kidneys, liver and
+    # pituitary; pancreas (uncinate) and thyroid moderate, brain very low. Published SUVmean
+    # (81 patients, 68Ga-DOTA-TATE and -NOC: "Highly variable biodistribution of 68Ga-labeled
+    # somatostatin analogues ...", BUILD_NOTES.md "Synthetic phantom"): spleen 17.3 (mean),
+    # adrenals 12.6, liver 4.8, pituitary 9.7 (medians). Kidneys have only published SUVmax
+    # (14.3, Kuyumcu et al., Ann Nucl Med 2013): scaled by the spleen's SUVmean / SUVmax
+    # (17.3 / 24.67), a whole-kidney mean of ~10 (an estimate, not a published SUVmean).
     "DOTATATE": _table(
         fat=(0.2, .2), muscle=(0.6, .2), visceral=(0.3, .2), bone=(0.9, .2), csf=(0.1, .2),
         blood=(1.3, .2), myocardium=(1.2, .2), brain_grey=(0.1, .2), brain_white=(0.08, .2),
-        kidney_cortex=(16., .3), kidney_medulla=(10., .3), urine=(20., .6), liver=(8.0, .25),
-        spleen=(24., .3), stomach=(3.5, .35), pancreas=(4.0, .35), adrenal=(12., .35),
+        kidney_cortex=(11.0, .3), kidney_medulla=(6.9, .3), urine=(20., .6), liver=(4.8, .3),
+        spleen=(17.3, .3), stomach=(3.5, .35), pancreas=(4.0, .35), adrenal=(12.6, .35),
         lung=(0.5, .2), esophagus=(1.2, .25), airway=(0.1, .3), thyroid=(3.0, .3),
         small_bowel=(3.5, .3), duodenum=(4.0, .3), colon=(2.0, .35), gallbladder=(0.6, .3),
-        marrow=(1.2, .2), spinal_cord=(0.4, .2), salivary=(2.5, .3), pituitary=(8.0, .3)),
+        marrow=(1.2, .2), spinal_cord=(0.4, .2), salivary=(2.5, .3), pituitary=(9.7, .3)),
     # 68Ga-FAPI: fibroblast activation protein. Very low background and brain, fast renal
     # excretion (bladder high, kidneys moderate), physiological pancreas and muscle uptake.
     "FAPI": _table(
