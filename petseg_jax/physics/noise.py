@@ -60,7 +60,9 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 P = 1.54  # variance ~ activity^P (the default variance_power; center_a's session-5 fit)
 BETA = 0.56  # variance ~ attenuation factor^-BETA (AC images; 0 for NAC)
 LOW_COUNT_WHITE = 0.35  # white-noise stores (no texture): variance excess at relative variance 1
-ATTENUATION_GRID_MM = 8.0  # attenuation maps are computed on a grid at least this coarse
+# line maps are computed on the coarsest whole multiple of the image's in-plane spacing that is
+# not coarser than this (the image's own grid when its spacing is above 4 mm)
+ATTENUATION_GRID_MM = 8.0
 _MAD_TO_SIGMA = 1.4826
 # a case without PSF / post-filter metadata: the defaults of ``petseg_jax.data.lowdose``
 # (documented in the ingest and raw-dataset docs; center_a's setting)
@@ -331,7 +333,8 @@ def line_maps(mu: np.ndarray, activity: np.ndarray, spacing: Sequence[float],
     attenuation factor ``a = exp(-line integral of mu)`` and of ``p / a`` (``p`` the activity's
     line integral; ``p`` alone for NAC, where the attenuation map is then None): the
     attenuation the variance follows, and the filtered-backprojection variance that sets the
-    texture's coarse fraction. Computed on a grid of at least ``ATTENUATION_GRID_MM`` and
+    texture's coarse fraction. Computed in-plane on the coarsest whole multiple of the spacing
+    not above ``ATTENUATION_GRID_MM`` (2 mm -> 8 mm, 3 mm -> 6 mm, 6 mm -> 6 mm) and
     interpolated back (both vary slowly); float32."""
     mu = np.asarray(mu, np.float32)
     if mu.ndim != 3 or mu.shape != np.shape(activity):
