@@ -13,9 +13,9 @@ Layout: activations ``(N, X, Y, Z, C)``, kernels ``(kx, ky, kz, Cin, Cout)``.
   output (inference ~17% faster); the input gradient always has it there (autodiff of the
   folded form).
   XLA:CPU hands 2-D convolutions to a fast library (YNNPACK in jaxlib 0.10), while its 3-D
-  convolutions (and most of all their gradients) take a slow generic path. The weight gradient
-  has its own rule (see :func:`_fold_weight_grad`): XLA:CPU's backward-filter convolution
-  is slow for wide outputs, so those use a batched matrix product per tap instead.
+  convolutions (and most of all their gradients) take a slow generic path. Both gradients are
+  autodiff of the folded form: the input gradient a 2-D convolution, the weight gradient the
+  library's backward-filter 2-D convolution.
 * ``"auto"``: ``"fold"`` on CPU, ``"xla"`` on other platforms.
 
 Both give the same numbers up to float rounding (tests/unit/test_conv.py). Measurements in
@@ -35,10 +35,6 @@ IMPLS = ("auto", "xla", "fold")
 _DN3 = ("NDHWC", "DHWIO", "NDHWC")
 _DN2 = ("NHWC", "HWIO", "NHWC")
 Pads = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-# Weight-gradient rule of the fold path: XLA's backward-filter 2-D convolution is fastest
-# for narrow outputs; from this many output channels on, one batched matmul per tap is
-# 1.5-3x faster (measured, BUILD_NOTES.md).
-_TAPS_MIN_COUT = 32
 
 
 def resolve_impl(impl: str) -> str:
@@ -81,20 +77,6 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
     if resolve_impl(impl) == "xla":
         return lax.conv_general_dilated(x, kernel, st, pads, dimension_numbers=_DN3)
     return _fold_conv(x, kernel, st, pads)
-
-
-def _taps(xp: jax.Array, kernel_shape: Sequence[int], strides: tuple[int, int, int],
-          out_shape: Sequence[int]) -> list[jax.Array]:
-    """The kx*ky*kz strided slices of the padded input ``xp``, one per kernel tap."""
-    kx, ky, kz = kernel_shape[:3]
-    n, c = xp.shape[0], xp.shape[-1]
-    taps = []
-    for i in range(kx):
-        for j in range(ky):
-            for k in range(kz):
-                stop = [o + s * (size - 1) + 1 for o, s, size in zip((i, j, k), strides, out_shape)]
-                taps.append(lax.slice(xp, (0, i, j, k, 0), (n, *stop, c), (1, *strides, 1)))
-    return taps
 
 
 def _out_shape(x: jax.Array, kernel: jax.Array, strides, pads) -> list[int]:
@@ -142,24 +124,6 @@ def _unfold_forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, in
     return sum(z[:, i:i + ox, :, :, i] for i in range(kx))
 
 
-def _fold_weight_grad(x: jax.Array, kernel_shape: tuple[int, ...], g: jax.Array,
-                      strides: tuple[int, int, int], pads: Pads) -> jax.Array:
-    """d(loss)/d(kernel) given the output cotangent ``g``.
-
-    Narrow outputs: autodiff of the 2-D convolution (backward-filter conv). Wide ones: for
-    each of the kx*ky*kz taps, the strided input slice contracted with ``g`` over (Y, Z) as a
-    batched matmul over (N, X), then summed: XLA:CPU runs such batched products far faster
-    than one long contraction over all voxels.
-    """
-    if kernel_shape[-1] < _TAPS_MIN_COUT:
-        zero = jnp.zeros(kernel_shape, g.dtype)
-        return jax.vjp(lambda k: _fold_forward(x, k, strides, pads), zero)[1](g)[0]
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    taps = [jnp.einsum("nxyzc,nxyzo->nxco", tap, g).sum((0, 1))
-            for tap in _taps(xp, kernel_shape, strides, g.shape[1:4])]
-    return jnp.stack(taps).reshape(kernel_shape)
-
-
 def _forward(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int],
              pads: Pads) -> jax.Array:
     """The fold path's forward when no gradient is taken (inference): :func:`_unfold_forward`
@@ -184,8 +148,7 @@ def _fold_conv_fwd(x, kernel, strides, pads):
 
 def _fold_conv_bwd(strides, pads, res, g):
     x, kernel = res
-    dx = jax.vjp(lambda a: _fold_forward(a, kernel, strides, pads), x)[1](g)[0]
-    return dx, _fold_weight_grad(x, kernel.shape, g, strides, pads).astype(kernel.dtype)
+    return jax.vjp(lambda a, k: _fold_forward(a, k, strides, pads), x, kernel)[1](g)
 
 
 _fold_conv.defvjp(_fold_conv_fwd, _fold_conv_bwd)

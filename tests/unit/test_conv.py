@@ -10,7 +10,7 @@ from petseg_jax.models.conv import conv3d, conv_transpose3d, pointwise_conv, res
 
 CASES = [  # (input shape, kernel shape, strides, padding)
     ((2, 6, 7, 5, 3), (3, 3, 3, 3, 4), 1, "SAME"),
-    ((1, 8, 8, 6, 2), (3, 3, 3, 2, 33), 2, [(1, 1)] * 3),  # cout >= 32: per-tap weight grad
+    ((1, 8, 8, 6, 2), (3, 3, 3, 2, 33), 2, [(1, 1)] * 3),  # wide output, stride 2
     ((1, 9, 8, 7, 5), (3, 2, 3, 5, 6), (2, 1, 2), "VALID"),
     ((1, 7, 6, 5, 6), (3, 3, 1, 6, 2), (1, 2, 1), [(1, 2), (1, 1), (0, 0)]),  # cin > cout: unfold
 ]
