@@ -260,7 +260,11 @@ def noise_variances(variance_full: np.ndarray, activity: np.ndarray, factor: flo
     w = np.clip(np.asarray(coarse_fraction, np.float32), 0.0, 1.0)
     if coarse_knee > 0:
         ratio = relative / np.float32(coarse_knee)
-        ratio = ratio * ratio if coarse_decay == 2.0 else np.power(ratio, np.float32(coarse_decay))
+        # in air (activity ~0) the relative variance is huge: its power may overflow to inf,
+        # which gives w its limit, 0
+        with np.errstate(over="ignore"):
+            ratio = (ratio * ratio if coarse_decay == 2.0
+                     else np.power(ratio, np.float32(coarse_decay)))
         w = w / (1.0 + ratio)
     coarse = total * w
     return total - coarse, coarse

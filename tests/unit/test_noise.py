@@ -2,6 +2,8 @@
 in deep tissue at factors 10 and 100, for each center's reconstruction setting, on the small
 3 mm phantom (issue 14, deliverable 6)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -150,3 +152,17 @@ def test_line_projection_over_the_support_is_bitwise_the_full_product():
     np.testing.assert_array_equal(noise._project_support(a, image), a @ image)
     full = np.random.default_rng(2).random((24 * 20, 7), np.float32)
     np.testing.assert_array_equal(noise._project_support(a, full), a @ full)
+
+
+def test_noise_variances_in_air_give_the_limit_without_overflow_warnings():
+    # Bq/ml-scale variances over an activity of 0 (air): the relative variance is ~1e20 and its
+    # square overflows float32; the coarse share must still be its limit, 0, silently
+    v1 = np.full(3, 1e8, np.float32)
+    x = np.array([0.0, 1e4, 2e4], np.float32)
+    w0 = np.full(3, 0.5, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fine, coarse = noise.noise_variances(v1, x, 10.0, 0.35, w0, 0.3, 2.0)
+    assert np.isfinite(fine).all() and np.isfinite(coarse).all()
+    assert coarse[0] == 0.0 and fine[0] > 0.0
+    assert (coarse[1:] > 0.0).all()
