@@ -15,55 +15,62 @@ from petseg_jax.phantom.scanner import CENTERS, acquire, simulate_scans
 from petseg_jax.physics import noise
 from petseg_jax.physics.simulation import image_of
 
-# the issue's target: augmentation / simulator within 20 % in each band (the texture constants
-# are fitted on other simulator seeds than this test's; BUILD_NOTES.md, session 7)
+# the issue's target: augmentation / simulator within 20 % in each band. Both sides are pooled
+# over simulator realizations that the texture constants were not fitted on (those are seeds
+# 1-3; BUILD_NOTES.md, session 7): one realization's lowest deep-tissue bands vary by ~11 % (cv)
+# between seeds, too much to judge a 20 % band on one (BUILD_NOTES.md, session 12)
 BAND_TOLERANCE = (0.8, 1.2)
-# bands that miss it here, each with a bound around its measured value (1.298, 0.651, 0.680):
-# center_c's deep tissue, whose simulated lowest bands at factor 100 vary most between
-# realizations (this test's is 1.25-1.34x the mean of the fitting seeds in bands 1-2)
+SIMULATOR_SEEDS = (0, 4, 5, 6)
+# bands that miss it, each with a bound around its measured value (0.753, 0.754): center_c's deep
+# tissue at factor 100, where the augmentation has ~25 % less power than the simulator in the
+# lowest and highest bands (the model's miss: pooled over the seeds, not one realization's)
 # (center, factor, region, band index) -> (low, high)
 KNOWN_MISSES: dict[tuple[str, float, str, int], tuple[float, float]] = {
-    ("center_c", 10.0, "deep", 0): (0.8, 1.45),
-    ("center_c", 100.0, "deep", 0): (0.55, 1.2),
-    ("center_c", 100.0, "deep", 3): (0.55, 1.2),
+    ("center_c", 100.0, "deep", 0): (0.65, 0.85),
+    ("center_c", 100.0, "deep", 3): (0.65, 0.85),
 }
-AUGMENTATION_DRAWS = 4
+AUGMENTATION_DRAWS = 4  # per realization
 
 
 @pytest.fixture(scope="module", params=sorted(CENTERS))
 def simulated(request):
+    """Per center: the simulator's realizations (images at factors 1/10/100 and the dose noise
+    model ingest would store for the full-dose one), the noise-free image and the regions."""
     name = request.param
     activity, mu, masks, depth = ellipse_phantom(nz=32)
     center = CENTERS[name]
-    images = simulate_scans(activity, mu, SPACING, center, [(1.0, True), (10.0, True),
-                                                            (100.0, True)], 1.0,
-                            np.random.default_rng(0))
     scan = acquire(activity, mu, SPACING, center, 1.0)
     truth = image_of(scan, scan.prompts, 1.0, True, center.imaging)
     texture = noise.Texture(center.psf_fwhm_mm, center.post_fwhm_mm, SPACING)
-    variance, coarse, _ = noise.full_dose_variance(images[(1.0, True)],
-                                                   np.zeros(mu.shape, np.uint8), {}, SPACING,
-                                                   texture, True, "total_body", mu=mu)
+    realizations = []
+    for seed in SIMULATOR_SEEDS:
+        images = simulate_scans(activity, mu, SPACING, center,
+                                [(1.0, True), (10.0, True), (100.0, True)], 1.0,
+                                np.random.default_rng(seed))
+        variance, coarse, _ = noise.full_dose_variance(images[(1.0, True)],
+                                                       np.zeros(mu.shape, np.uint8), {}, SPACING,
+                                                       texture, True, "total_body", mu=mu)
+        realizations.append((images, DoseNoise("simulator", variance, texture,
+                                               coarse_fraction=coarse)))
     keep = np.zeros(mu.shape, bool)
     keep[:, :, 2:-2] = True
     others = ndimage.binary_dilation(masks["liver"] | masks["lung"] | masks["hot"], iterations=2)
     regions = {"liver": ndimage.binary_erosion(masks["liver"]) & keep,
                "deep": masks["body"] & ~others & (depth > 60) & keep}
-    return (name, images, truth, DoseNoise("simulator", variance, texture, coarse_fraction=coarse),
-            regions)
+    return name, realizations, truth, regions
 
 
 @pytest.mark.parametrize("factor", [10.0, 100.0])
 def test_augmentation_noise_power_follows_the_simulator(simulated, factor):
-    name, images, truth, dose_noise, regions = simulated
-    # the augmentation's NPS averaged over draws (cheap); the simulator's is one realization
+    name, realizations, truth, regions = simulated
     augmented = [reduce_dose(images[(1.0, True)], factor, 1.0, dose_noise,
                              np.random.default_rng([int(factor), draw]))
-                 for draw in range(AUGMENTATION_DRAWS)]
+                 for images, dose_noise in realizations for draw in range(AUGMENTATION_DRAWS)]
     misses = []
     for region_name, region in regions.items():
         ratio = (np.mean([noise.band_nps(a - truth, region) for a in augmented], 0)
-                 / noise.band_nps(images[(factor, True)] - truth, region))
+                 / np.mean([noise.band_nps(images[(factor, True)] - truth, region)
+                            for images, _ in realizations], 0))
         print(name, factor, region_name, np.round(ratio, 3))  # shown with pytest -s
         for band, r in enumerate(ratio):
             low, high = KNOWN_MISSES.get((name, factor, region_name, band), BAND_TOLERANCE)
