@@ -51,7 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
     # demo phantom, exposure lost 0.086 validation Dice at 3600 steps but cost nothing at 10 800
     # and found the brain (0.92 vs 0-0.32; BUILD_NOTES.md sessions 10-11): for long runs.
     data.class_sampling = "uniform"
-    data.position_channels = False  # 3 extra input channels: each voxel's place in the scan
+    # extra input channels, each voxel's place in the scan (data/position.py): "" none; "xy" the
+    # transaxial offsets from the scanner's axis, the same on every axial field of view; "xyz"
+    # also the axial offset from the scan's centre, for data of one field of view only
+    data.position_channels = ""
     data.workers = 4  # grain worker processes building batches (0: in the training process)
     data.worker_buffer = 2  # batches each worker keeps ready
     data.read_threads = 1  # read-ahead threads inside each process that builds batches
@@ -157,7 +160,7 @@ def get_config() -> ml_collections.ConfigDict:
     ev.largest_component = False
     ev.nonzero_mask = True  # no organ where the scan has no signal (nnU-Net's nonzero mask)
     # >0: no organ farther than this (mm) from where it lay in the training cases (positions
-    # from the scan centre; for fields of view centred on the body, like the position channels)
+    # from the scan centre; for fields of view centred on the body, like "xyz" position channels)
     ev.position_prior_mm = 0.0
     # >0: sliding windows only over the body's box: components of the smoothed image above this
     # SUV (log1p-normalized), widened by body_box_margin voxels; labels outside are background

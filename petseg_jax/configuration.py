@@ -91,7 +91,8 @@ def _check_value(key: str, value: Any, default: Any) -> None:
 # Keys whose value must be one of a few names, checked before any work (a run's closing stage
 # would otherwise fail only after training).
 CHOICES = {"evaluation.split": ("", "train", "val", "test"),
-           "data.class_sampling": ("uniform", "exposure")}
+           "data.class_sampling": ("uniform", "exposure"),
+           "data.position_channels": ("", "xy", "xyz")}  # data.position.AXES
 
 
 def check_config(config: ml_collections.ConfigDict, where: str) -> None:

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predict = jax.jit(model_def.apply_eval)
     spacing = tuple(config.data.spacing) or (2.0, 2.0, 2.0)
     pet = np.random.default_rng(args.seed).standard_normal(args.shape, np.float32)[..., None]
-    with_position = position.enabled(config.data)
+    axes = position.position_axes(config.data)
     padded = [s + lo + hi for s, (lo, hi) in zip(args.shape, pad_widths(args.shape, patch))]
     n_windows = len(window_starts(padded, patch, (overlap,) * 3))
     out: dict[str, np.ndarray] = {}
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run_jax():
         out["jax"] = sliding_window_labels(
             pet, predict, Windows(patch, overlap, batch_size=batch), params=params,
-            position_spacing=spacing if with_position else None)
+            position_spacing=spacing if axes else None, position_axes=axes)
 
     t0 = time.perf_counter()
     run_jax()
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch_ref is not None:
         net = torch_ref.load_jax_params(torch_ref.TorchUNet(config.model, channels, k),
                                         jax.device_get(params))
-        volume = position.network_input(pet, spacing, with_position)
+        volume = position.network_input(pet, spacing, axes)
 
         def run_torch():
             out["torch"] = torch_ref.sliding_window(volume, net, patch, overlap, batch)

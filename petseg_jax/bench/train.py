@@ -200,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         patch_box = (0, 0, 0), config.data.patch_size, (2.0, 2.0, 2.0)
         batch["position"] = np.stack([position.patch_position(*patch_box)] * shape[0])
         # the network input without augmentation: PET, then the patch's position channels
-        image = np.concatenate([image, np.stack([position.volume_position(*patch_box[1:])]
-                                                * shape[0])], axis=-1)
+        channels = position.volume_position(*patch_box[1:], position.position_axes(config.data))
+        image = np.concatenate([image, np.stack([channels] * shape[0])], axis=-1)
     batch = jax.device_put(batch, training.batch_sharding)
     state = {"s": training.init_state(args.seed)}
 

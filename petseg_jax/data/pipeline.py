@@ -71,7 +71,7 @@ class DataConfig:
     dose_augmentation: DoseConfig
     foreground_fraction: float
     class_sampling: str
-    position_channels: bool
+    position_channels: str
     read_threads: int
     read_buffer: int
     worker_buffer: int
@@ -86,6 +86,9 @@ class DataConfig:
         if self.class_sampling not in CHOICES["data.class_sampling"]:
             raise ValueError(f"data class_sampling must be one of "
                              f"{CHOICES['data.class_sampling']}, got {self.class_sampling!r}")
+        if self.position_channels not in CHOICES["data.position_channels"]:
+            raise ValueError(f"data position_channels must be one of "
+                             f"{CHOICES['data.position_channels']}, got {self.position_channels!r}")
         for name in ("read_threads", "read_buffer", "cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data {name} must be >= 0, got {getattr(self, name)}")
@@ -283,7 +286,7 @@ class PatchSource:
         """Patches for ``(sample index, case position, foreground)`` requests, stacked.
 
         Returns ``image`` (n, X, Y, Z, 1) float32 normalized and ``label`` (n, X, Y, Z) uint8,
-        and with ``position_channels`` ``position`` (n, 2, 3) float32 (each patch's place in its
+        and with position channels ``position`` (n, 2, 3) float32 (each patch's place in its
         case, :func:`position.patch_position`). All reads are issued before the first is
         awaited, so TensorStore overlaps them.
         """

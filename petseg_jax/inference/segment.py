@@ -57,13 +57,14 @@ def segment(x: np.ndarray, spacing: Sequence[float], predict_fn: Callable, param
     with stages("windows"):
         region = body_box(image[..., 0], **spec["body_box"]) if spec["body_box"] else None
         labels = sliding_window_labels(
-            position.network_input(image, spacing, False), predict_fn,
+            position.network_input(image, spacing, ()), predict_fn,
             Windows(window_size(image.shape[:3], spec["patch_size"], spec["total_stride"]),
                     overlap=spec["overlap"], mode="gaussian", batch_size=spec["batch_size"],
                     mirror_axes=tuple(sorted(spec["mirror_axes"])),
                     mirror_lut=spec_schema(spec).mirror_lut()),
             params=params,
             position_spacing=tuple(spacing) if position.enabled(spec) else None,
+            position_axes=position.position_axes(spec),
             progress=progress, region=region)
     with stages("post-processing"):
         if spec["nonzero_mask"]:

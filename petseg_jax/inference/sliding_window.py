@@ -54,11 +54,11 @@ flipped back; when the subset flips axis 0 (R-L in RAS) the output channels are 
 left organ predicted on the mirrored image counts for the right one. ``mirror_lut=None`` means no
 left/right pairs.
 
-Position channels (``position_channels=True``, see :mod:`petseg_jax.data.position`): input
-channels 1-3 are the voxels' signed positions along X, Y, Z. A test-time flip of an axis also
-negates that axis's position (as the training augmentation does), and padding extends them with
-their edge values instead of ``pad_value``. The streamed path builds them per band from
-``position_spacing`` instead of taking them in the volume.
+Position channels (``position_axes``, see :mod:`petseg_jax.data.position`): input channels
+1, 2, ... are the voxels' signed positions along those axes (``(0, 1)``: X and Y). A test-time
+flip of such an axis also negates its position (as the training augmentation does), and padding
+extends them with their edge values instead of ``pad_value``. The streamed path builds them per
+band from ``position_spacing`` instead of taking them in the volume.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class _Plan:
     mirror_axes: tuple[int, ...]
     accum_dtype: str
     with_params: bool
-    position_channels: bool
+    position_axes: tuple[int, ...]  # the axes whose positions are input channels 1, 2, ...
     mesh: Mesh | None = None  # a 1-D mesh over "windows": each batch is split over its devices
 
 
@@ -267,9 +267,10 @@ def _batch_step(predict_fn: Callable, plan: _Plan) -> Callable:
         for axes in sets:
             flip = tuple(a + 1 for a in axes)  # spatial axis -> batched array axis
             xf = jnp.flip(x, flip) if flip else x
-            if plan.position_channels and axes:  # the flipped axes' positions change sign
+            flipped = [1 + plan.position_axes.index(a) for a in axes if a in plan.position_axes]
+            if flipped:  # the flipped axes' positions change sign
                 sign = np.ones(x.shape[-1], np.float32)
-                sign[[1 + a for a in axes]] = -1.0
+                sign[flipped] = -1.0
                 xf = xf * sign
             y = _call(predict_fn, plan, params, xf).astype(jnp.float32)
             y = jnp.flip(y, flip) if flip else y
@@ -311,7 +312,7 @@ def _compiled_volume(predict_fn: Callable, plan: _Plan, pads: tuple, pad_value: 
         vol = volume
         if any(lo or hi for lo, hi in pads):
             vol = jnp.pad(volume, pads + ((0, 0),), constant_values=pad_value)
-            if plan.position_channels:
+            if plan.position_axes:
                 vol = vol.at[..., 1:].set(jnp.pad(volume[..., 1:], pads + ((0, 0),), mode="edge"))
         acc = jnp.zeros(vol.shape[:3] + (k,), jnp.dtype(plan.accum_dtype))
         cnt = jnp.zeros(vol.shape[:3], jnp.float32) if output == "average" else None
@@ -418,7 +419,7 @@ def sliding_window(
     output: Output = "average",
     accum_dtype: str | np.dtype = "float32",
     params: Any = None,
-    position_channels: bool = False,
+    position_axes: Sequence[int] = (),
 ) -> jax.Array:
     """Importance-weighted sliding-window prediction of a channels-last ``(X, Y, Z, C)`` volume,
     with the whole score map in memory (:func:`sliding_window_labels` streams it).
@@ -427,18 +428,19 @@ def sliding_window(
     ``(n, px, py, pz, C)`` to ``(n, px, py, pz, K)`` and must be traceable by JAX. Returns the
     weighted average ``(X, Y, Z, K)`` float32 (``output="average"``) or its argmax ``(X, Y, Z)``
     (``output="labels"``: uint8 when K <= 256, else int32). ``accum_dtype="bfloat16"`` halves the
-    accumulator (for accelerators: slow on CPU). ``position_channels``: channels 1-3 are
-    position channels (module docstring). See the module docstring for the exact MONAI
+    accumulator (for accelerators: slow on CPU). ``position_axes``: channels 1, 2, ... are
+    the positions along these axes (module docstring). See the module docstring for the exact MONAI
     semantics and the memory needed.
     """
     patch, overlaps, axes, lut = _checked_args(volume, predict_fn, windows)
-    if position_channels and volume.shape[-1] != 4:
-        raise ValueError(f"position_channels needs 4 input channels (PET + X, Y, Z), got "
-                         f"{volume.shape[-1]}")
+    position_axes = tuple(int(a) for a in position_axes)
+    if position_axes and volume.shape[-1] != 1 + len(position_axes):
+        raise ValueError(f"position axes {position_axes} need {1 + len(position_axes)} input "
+                         f"channels (PET + one per axis), got {volume.shape[-1]}")
     if output not in ("average", "labels"):
         raise ValueError(f"output must be 'average' or 'labels', got {output!r}")
     plan = _Plan(patch, int(windows.batch_size), axes, jnp.dtype(accum_dtype).name,
-                 params is not None, bool(position_channels))
+                 params is not None, position_axes)
     k = _output_channels(predict_fn, plan, volume.shape[-1], params, lut)
     pads = pad_widths(volume.shape[:3], patch)
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(volume.shape[:3], pads))
@@ -450,10 +452,11 @@ def sliding_window(
 
 
 def _band_input(volume: np.ndarray, pads: Sequence[tuple[int, int]], axis: int, lo: int, hi: int,
-                pad_value: float, positions: list[np.ndarray] | None) -> np.ndarray:
+                pad_value: float, positions: list[np.ndarray] | None,
+                position_axes: tuple[int, ...]) -> np.ndarray:
     """The padded network input of the padded planes ``[lo, hi)`` along ``axis``: the volume's
     channels (``pad_value`` outside it), then, with ``positions`` (per-axis 1-D positions of
-    the volume), the position channels extended with their edge values."""
+    the volume), the position channels of ``position_axes`` extended with their edge values."""
     shape = volume.shape[:3]
     box = [(0, s + a + b) for s, (a, b) in zip(shape, pads)]
     box[axis] = (lo, hi)
@@ -469,7 +472,7 @@ def _band_input(volume: np.ndarray, pads: Sequence[tuple[int, int]], axis: int, 
         return out
     axes = [p[np.clip(np.arange(a, b) - before, 0, s - 1)]
             for p, (a, b), (before, _), s in zip(positions, box, pads, shape)]
-    return np.concatenate([out, position.grid_position(axes)], axis=-1)
+    return np.concatenate([out, position.grid_position(axes, position_axes)], axis=-1)
 
 
 def sliding_window_labels(
@@ -480,6 +483,7 @@ def sliding_window_labels(
     accum_dtype: str | np.dtype | None = None,
     params: Any = None,
     position_spacing: Sequence[float] | None = None,
+    position_axes: Sequence[int] = position.ALL_AXES,
     progress: Progress | None = None,
     memory_budget: int | None = None,
     region: Sequence[tuple[int, int]] | None = None,
@@ -493,7 +497,8 @@ def sliding_window_labels(
     outside it are 0. The compiled program is the whole volume's (no compile per box).
 
     Same windows, weights, mirroring and labels as ``sliding_window(..., output="labels")``.
-    ``position_spacing`` (mm) appends the volume's position channels, built per band;
+    ``position_spacing`` (mm) appends the volume's position channels along ``position_axes``,
+    built per band;
     ``accum_dtype`` defaults to :func:`score_dtype`; ``progress(done, total)`` is called with
     window counts after each row; ``memory_budget`` (bytes) replaces
     :func:`~petseg_jax.resources.available_memory`. Raises
@@ -506,12 +511,12 @@ def sliding_window_labels(
     host's memory, and the memory check counts each.
     """
     patch, overlaps, axes, lut = _checked_args(volume, predict_fn, windows)
-    with_position = position_spacing is not None
-    channels = volume.shape[-1] + (position.POSITION_CHANNELS if with_position else 0)
+    axes_used = tuple(int(a) for a in position_axes) if position_spacing is not None else ()
+    channels = volume.shape[-1] + len(axes_used)
     used = window_devices(int(windows.batch_size), devices)
     mesh = Mesh(np.array(used), (_WINDOWS,)) if len(used) > 1 else None
     plan = _Plan(patch, int(windows.batch_size), axes, score_dtype(accum_dtype),
-                 params is not None, with_position, mesh)
+                 params is not None, axes_used, mesh)
     k = _output_channels(predict_fn, plan, channels, params, lut)
     shape = tuple(volume.shape[:3])
     pads = pad_widths(shape, patch)
@@ -547,7 +552,7 @@ def sliding_window_labels(
     resources.check_budget(needed + int(getattr(stats, "temp_size_in_bytes", 0) or 0), what,
                            memory_budget)
 
-    positions = position.axis_positions(shape, position_spacing) if with_position else None
+    positions = position.axis_positions(shape, position_spacing) if axes_used else None
     out = np.zeros(shape, label_dtype)
     if mesh is not None:  # the weights, importance map and mirror table on every device
         params, imp, lut = jax.device_put((params, imp, lut), NamedSharding(mesh, P()))
@@ -559,7 +564,7 @@ def sliding_window_labels(
     total, done = int(np.count_nonzero(weights)), 0
     for r, row in enumerate(rows.tolist()):
         band = compiled(band, _band_input(volume, pads, axis, row, row + patch[axis],
-                                          windows.pad_value, positions),
+                                          windows.pad_value, positions, axes_used),
                         n_active, starts[r], weights[r], imp, lut, params)
         n = int(rows[r + 1]) - row if r + 1 < len(rows) else patch[axis]
         labels, band = _finish_planes(band, n, axis)

@@ -10,7 +10,7 @@ An export copies it into ``meta.json``. A missing key is an error naming it::
      "largest_component_labels": [..], "position_ranges": {id: [[lo], [hi]]} | {},
      "body_box": null | {"threshold": t, "sigma_voxels": 1.0, "margin_voxels": 16,
                          "min_component_fraction": 0.01},
-     "batch_size": 2, "in_channels": 1 | 4, "position_channels": false | true,
+     "batch_size": 2, "in_channels": 1 | 3 | 4, "position_channels": "" | "xy" | "xyz",
      "input_layout": "NXYZC", "output_layout": "NXYZK", "input_dtype": "float32",
      "output_dtype": "float32", "jax_version": "...", "splits": {"train": [..], ...},
      "training_data": {"cases": N, "tracers": [..], "centers": [..],
@@ -24,7 +24,9 @@ training case, ``position_ranges`` each organ's position range widened by
 body's box, :func:`~petseg_jax.inference.postprocess.body_box`) holds
 ``evaluation.body_box_suv`` as a threshold on the normalized image (the log1p transform of that
 SUV) and ``evaluation.body_box_margin`` (voxels); ``null`` when the SUV is 0. A format-2 record
-(before ``body_box``) reads as ``body_box: null``, which is what it did.
+(before ``body_box``) reads as ``body_box: null``, which is what it did. ``position_channels``
+names the axes whose positions are input channels (:mod:`petseg_jax.data.position`); a record
+from before ``"xy"`` holds ``true`` (all three) or ``false``, and reads so.
 
 The serving path imports this module: it must stay free of flax, optax, orbax and grain
 (:func:`make_inference_spec` imports the model package lazily, at training time only).
@@ -137,7 +139,7 @@ def make_inference_spec(config: Any, schema: LabelSchema, manifest: Mapping[str,
         "body_box": body,
         "batch_size": int(evaluation["batch_size"]),
         "in_channels": position.input_channels(data),
-        "position_channels": position.enabled(data),
+        "position_channels": "".join("xyz"[a] for a in position.position_axes(data)),
         "input_layout": INPUT_LAYOUT,
         "output_layout": OUTPUT_LAYOUT,
         "input_dtype": "float32",
@@ -206,10 +208,13 @@ def check_spec(spec: Mapping[str, Any], source: str = "spec") -> dict[str, Any]:
         NormalizationConfig(**spec["normalization"])
     except (KeyError, TypeError, ValueError) as err:
         raise SpecError(f"{source}: invalid schema or normalization ({err})") from None
-    channels = position.input_channels(spec)
+    try:
+        channels = position.input_channels(spec)
+    except ValueError as err:
+        raise SpecError(f"{source}: {err}") from None
     if int(spec["in_channels"]) != channels:
         raise SpecError(f"{source}: in_channels {spec['in_channels']} does not match "
-                        f"position_channels {position.enabled(spec)} ({channels} channels)")
+                        f"position_channels {spec['position_channels']!r} ({channels} channels)")
     return dict(spec)
 
 

@@ -30,7 +30,7 @@ channel here: they are built from each patch's position after the spatial transf
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -164,15 +164,16 @@ def _draw_gamma(key: jax.Array, bounds) -> jax.Array:
 
 def augment_batch(key: jax.Array, image: jax.Array, label: jax.Array,
                   cfg: Mapping[str, Any] | None, mirror_lut: jax.Array | np.ndarray,
-                  position: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                  position: jax.Array | None = None,
+                  position_axes: Sequence[int] = (0, 1, 2)) -> tuple[jax.Array, jax.Array]:
     """Augment ``image`` ``(N, X, Y, Z, 1)`` and ``label`` ``(N, X, Y, Z)`` per sample.
 
     ``cfg`` is static (keys in the module docstring); ``mirror_lut`` maps a label to its
     mirror-image label (``schema.mirror_lut()``). With ``position`` ``(N, 2, 3)`` (each patch's
     first-voxel position and per-voxel step, :func:`petseg_jax.data.position.patch_position`)
-    the returned image has three position channels after the PET one, ``(N, X, Y, Z, 4)``:
-    they follow the content through rotation and zoom, and a flip negates the flipped axis's
-    position. Same key, same result.
+    the returned image has the positions of ``position_axes`` after the PET channel,
+    ``(N, X, Y, Z, 1 + len(position_axes))``: they follow the content through rotation and
+    zoom, and a flip negates the flipped axis's position. Same key, same result.
     """
     cfg = augment_config(cfg)
     if image.ndim != 5 or image.shape[-1] != 1 or image.shape[:4] != label.shape:
@@ -231,5 +232,6 @@ def augment_batch(key: jax.Array, image: jax.Array, label: jax.Array,
                 return jnp.flip(img, axis), lbl, pos
 
             x, y, pos = _where_drawn(draw(4 + axis, p), flip, (x, y, pos), (x, y, pos))
-    out = x[..., None] if pos is None else jnp.concatenate([x[..., None], pos], axis=-1)
+    out = (x[..., None] if pos is None
+           else jnp.concatenate([x[..., None], pos[..., list(position_axes)]], axis=-1))
     return out.astype(image.dtype), y

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from petseg_jax.data import position
 from petseg_jax.training import augment as augment_lib
 from petseg_jax.training import loss as loss_lib
 
@@ -85,11 +86,13 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
     aug_cfg = config["augment"]
     loss_cfg = config["loss"]
     lut = jnp.asarray(mirror_lut)
+    position_axes = position.position_axes(config["data"])
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         image, label = augment_lib.augment_batch(key, batch["image"], batch["label"],
-                                                 aug_cfg, lut, batch.get("position"))
+                                                 aug_cfg, lut, batch.get("position"),
+                                                 position_axes)
 
         def loss_fn(params):
             outputs = model_def.apply_train(params, image)

@@ -59,7 +59,7 @@ def test_patches_larger_than_the_volume_are_padded(tiny_store):
 
 def test_position_channels_add_each_patch_place_and_change_nothing_else(tiny_store):
     plain, _ = _batches(tiny_store, 2)
-    placed, _ = _batches(tiny_store, 2, data_cfg=DOSE_ON | {"position_channels": True})
+    placed, _ = _batches(tiny_store, 2, data_cfg=DOSE_ON | {"position_channels": "xy"})
     spacing = store.read_manifest(tiny_store)["spacing"]
     for a, b in zip(plain, placed):
         assert "position" not in a and b["position"].shape == (2, 2, 3)
@@ -69,7 +69,7 @@ def test_position_channels_add_each_patch_place_and_change_nothing_else(tiny_sto
     # a patch larger than the volume is centred on it: its middle voxel sits at position 0
     big = (48, 40, 56)
     centred, _ = _batches(tiny_store, 1, patch_size=big,
-                          data_cfg={"position_channels": True})
+                          data_cfg={"position_channels": "xyz"})
     origin, step = centred[0]["position"][:, 0], centred[0]["position"][:, 1]
     np.testing.assert_allclose(origin + step * (np.array(big) - 1) / 2, 0.0, atol=1e-6)
 

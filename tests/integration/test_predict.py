@@ -43,7 +43,7 @@ def fake_predictor(spacing=(5.0, 5.0, 5.0)) -> Predictor:
             "normalization": dataclasses.asdict(NormalizationConfig.from_config()),
             "overlap": 0.5, "mirror_axes": [], "batch_size": 4, "nonzero_mask": False, "body_box": None,
             "largest_component": False, "largest_component_labels": [], "position_ranges": {},
-            "in_channels": 1, "position_channels": False, "input_layout": "NXYZC",
+            "in_channels": 1, "position_channels": "", "input_layout": "NXYZC",
             "output_layout": "NXYZK", "input_dtype": "float32", "output_dtype": "float32",
             "splits": {}, "training_data": {}, "training": {}}
     return Predictor(intensity_classifier, jnp.asarray(centers), spec)

@@ -17,9 +17,9 @@ OFF = {k: 0.0 for k in augment_config(None) if k.startswith("p_")} | {"p_mirror"
 LUT = DEFAULT_SCHEMA.mirror_lut()
 
 
-def _run(cfg, image, label, seeds=(0,), positions=None):
+def _run(cfg, image, label, seeds=(0,), positions=None, axes=(0, 1, 2)):
     """Outputs for each seed (one compilation)."""
-    fn = jax.jit(partial(augment_batch, cfg=cfg, mirror_lut=LUT))
+    fn = jax.jit(partial(augment_batch, cfg=cfg, mirror_lut=LUT, position_axes=axes))
     outs = [fn(jax.random.key(s), image, label, position=positions) for s in seeds]
     return outs if len(seeds) > 1 else outs[0]
 
@@ -119,6 +119,10 @@ def test_mirrored_patch_reads_as_cut_from_the_mirrored_scan(cube):
         mirrored = (VOLUME[0] - x - S, y, z)
         np.testing.assert_allclose(image[k, ..., 1:], _cut(full, mirrored), atol=1e-6)
     np.testing.assert_array_equal(image[..., 0], cube[0][:, ::-1, ..., 0])
+    transaxial, _ = _run({**OFF, "p_mirror": (1.0, 0.0, 0.0)}, *cube, positions=_positions(),
+                         axes=(0, 1))  # "xy": the same X and Y channels, no Z
+    assert transaxial.shape == (2, S, S, S, 3)
+    np.testing.assert_array_equal(transaxial, image[..., :3])
 
 
 def test_positions_follow_the_content_through_rotation_and_zoom():

@@ -57,6 +57,10 @@ def test_wrong_types_and_missing_keys_fail(tmp_path):
         load_config(DEMO, ["--config.total_steps=1.5"])
     with pytest.raises(ConfigError, match="'evaluation.split' must be one of .*'validation'"):
         load_config(DEMO, ["--config.evaluation.split=validation"])
+    with pytest.raises(ConfigError, match="'data.position_channels' must be one of .*'yx'"):
+        load_config(DEMO, ["--config.data.position_channels=yx"])
+    with pytest.raises(ConfigError, match="'data.position_channels' must be one of .*'True'"):
+        load_config(DEMO, ["--config.data.position_channels=True"])  # a str since "xy"
     with pytest.raises(ConfigError, match="lacks the config keys \\['evaluation.mirror'\\]"):
         load_config(_config_file(tmp_path, "del config.evaluation['mirror']"))
     with pytest.raises(ConfigError, match="unexpected argument 'stray'"):

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from petseg_jax.data import position
 from petseg_jax.data.schema import DEFAULT_SCHEMA
@@ -15,7 +16,7 @@ def _spec(**extra):
     return {"schema": DEFAULT_SCHEMA.to_json(), "patch_size": [8, 8, 8], "overlap": 0.5,
             "total_stride": [4, 4, 4], "mirror_axes": [], "batch_size": 2,
             "largest_component": False, "largest_component_labels": [], "position_ranges": {},
-            "position_channels": False, "nonzero_mask": False, "body_box": None} | extra
+            "position_channels": "", "nonzero_mask": False, "body_box": None} | extra
 
 
 def _liver_everywhere(params, x):
@@ -44,15 +45,21 @@ def test_labels_outside_the_signal_region_are_background_with_nonzero_mask():
                                                         ((3, 3), (2, 2), (1, 1))))
 
 
-def test_position_channels_reach_the_predictor():
+@pytest.mark.parametrize("recorded, channels", [("xy", 3), ("xyz", 4), (True, 4)])
+def test_position_channels_reach_the_predictor(recorded, channels):
+    """The record's axes decide the input (a record from before "xy" holds a bool); channel 1
+    is the X position from the scan's centre: liver where it is positive."""
     seen = {}
 
-    def record(params, x):
+    def liver_at_positive_x(params, x):
         seen["channels"] = x.shape[-1]
-        return _liver_everywhere(params, x)
+        logits = jnp.zeros(x.shape[:4] + (DEFAULT_SCHEMA.num_classes,), jnp.float32)
+        return logits.at[..., LIVER].set(x[..., 1])
 
-    segment(_scan(), (2.0, 2.0, 2.0), record, {}, _spec(position_channels=True))
-    assert seen["channels"] == 4
+    labels = segment(_scan(), (2.0, 2.0, 2.0), liver_at_positive_x, {},
+                     _spec(position_channels=recorded))
+    assert seen["channels"] == channels
+    assert (labels[8:] == LIVER).all() and not labels[:8].any()
 
 
 def test_position_ranges_limit_each_organ():

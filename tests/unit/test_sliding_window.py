@@ -128,14 +128,27 @@ def _x_position(x):
 def test_position_channels_negate_on_test_time_flips_and_edge_pad():
     """A flip of axis 0 negates the X position, as in training: a predictor that outputs the X
     position averages to 0 over the two passes. Padding extends positions with edge values."""
-    vol = position.network_input(np.zeros((6, 5, 4), np.float32), (2.0, 2.0, 2.0), True)
-    plain = np.asarray(sliding_window(vol, _x_position, Windows(PATCH), position_channels=True))
+    vol = position.network_input(np.zeros((6, 5, 4), np.float32), (2.0, 2.0, 2.0), (0, 1, 2))
+    plain = np.asarray(sliding_window(vol, _x_position, Windows(PATCH), position_axes=(0, 1, 2)))
     np.testing.assert_allclose(plain[..., 0], vol[..., 1], atol=1e-6)  # padded, cropped back
     mirrored = np.asarray(sliding_window(vol, _x_position, Windows(PATCH, mirror_axes=(0,)),
-                                         position_channels=True))
+                                         position_axes=(0, 1, 2)))
     np.testing.assert_allclose(mirrored, 0.0, atol=1e-6)
-    with pytest.raises(ValueError, match="4 input channels"):
-        sliding_window(vol[..., :2], _x_position, Windows(PATCH), position_channels=True)
+    with pytest.raises(ValueError, match="need 4 input channels"):
+        sliding_window(vol[..., :2], _x_position, Windows(PATCH), position_axes=(0, 1, 2))
+
+
+def test_transaxial_position_channels_flip_only_with_their_axes():
+    """With X and Y positions only ("xy"), a flip of Z changes no channel's sign and a flip of
+    X still negates channel 1."""
+    vol = position.network_input(np.zeros((6, 5, 4), np.float32), (2.0, 2.0, 2.0), (0, 1))
+    assert vol.shape[-1] == 3
+    z_flip = np.asarray(sliding_window(vol, _x_position, Windows(PATCH, mirror_axes=(2,)),
+                                       position_axes=(0, 1)))
+    np.testing.assert_allclose(z_flip[..., 0], vol[..., 1], atol=1e-6)
+    x_flip = np.asarray(sliding_window(vol, _x_position, Windows(PATCH, mirror_axes=(0,)),
+                                       position_axes=(0, 1)))
+    np.testing.assert_allclose(x_flip, 0.0, atol=1e-6)
 
 
 def _pointwise(x):

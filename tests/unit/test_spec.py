@@ -40,14 +40,15 @@ def test_spec_from_config_is_json_and_valid(tmp_path):
     assert spec["normalization"]["mode"] == "suv" and "case_reference" in spec["normalization"]
     assert spec["training"]["step"] is None and spec["training"]["config"]["model"]["n_stages"] == 3
     assert spec["splits"] == NO_SPLITS and spec["store"] == str(tmp_path.resolve())
-    assert spec["in_channels"] == 1 and spec["position_channels"] is False
+    assert spec["in_channels"] == 1 and spec["position_channels"] == ""
     assert spec["nonzero_mask"] is True  # the default config's evaluation.nonzero_mask
     assert spec["position_ranges"] == {}  # evaluation.position_prior_mm = 0: off
     assert spec["largest_component"] is False and spec["mirror_axes"] == []
     assert spec["body_box"] is None  # evaluation.body_box_suv = 0: off
-    with_position = spec_lib.make_inference_spec(_config(position_channels=True), schema,
+    with_position = spec_lib.make_inference_spec(_config(position_channels="xy"), schema,
                                                  _manifest(), NO_SPLITS, tmp_path)
-    assert with_position["in_channels"] == 4 and with_position["position_channels"] is True
+    assert with_position["in_channels"] == 3 and with_position["position_channels"] == "xy"
+    assert spec_lib.check_spec(with_position) == with_position
     assert spec_lib.check_spec(with_position) == with_position
 
 
@@ -110,7 +111,8 @@ def valid_spec():
     ({"input_layout": "NCXYZ"}, "layouts"),
     ({"normalization": {"mode": "hu"}}, "normalization"),
     ({"in_channels": 4}, "in_channels 4 does not match"),
-    ({"position_channels": True}, "does not match"),
+    ({"position_channels": "xyz"}, "does not match"),
+    ({"position_channels": "z"}, "position_channels must be one of"),
 ])
 def test_check_spec_refuses(valid_spec, change, message):
     with pytest.raises(spec_lib.SpecError, match=message):

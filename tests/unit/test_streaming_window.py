@@ -40,8 +40,8 @@ def unet(state, x):
 def test_labels_bitwise_equal_to_the_whole_volume_program(shape, mirror, batch):
     pet = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     windows = Windows(PATCH, batch_size=batch, mirror_axes=mirror, mirror_lut=LUT)
-    whole = sliding_window(position.network_input(pet, SPACING, True), unet, windows,
-                           output="labels", params=STATE, position_channels=True)
+    whole = sliding_window(position.network_input(pet, SPACING, (0, 1, 2)), unet, windows,
+                           output="labels", params=STATE, position_axes=(0, 1, 2))
     seen = []
     streamed = sliding_window_labels(pet[..., None], unet, windows, params=STATE,
                                      position_spacing=SPACING,
@@ -54,6 +54,25 @@ def test_labels_bitwise_equal_to_the_whole_volume_program(shape, mirror, batch):
     total = int(np.count_nonzero(weights))
     assert [t for _, t in seen] == [total] * len(seen) and seen[-1][0] == total
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_transaxial_positions_stream_like_the_whole_volume():
+    """With X and Y positions only, the per-band channels equal the whole volume's: the same
+    labels from a pointwise predictor whose scores depend on the positions."""
+    weights = np.random.default_rng(2).normal(size=(3, CLASSES)).astype(np.float32)
+    weights[1:] *= 50.0  # positions are metres: make them decide the labels
+
+    def pointwise(x):
+        return x @ weights
+
+    pet = np.random.default_rng(1).normal(size=(10, 9, 21)).astype(np.float32)
+    windows = Windows(PATCH, batch_size=2, mirror_axes=(0,), mirror_lut=LUT)
+    whole = sliding_window(position.network_input(pet, SPACING, (0, 1)), pointwise, windows,
+                           output="labels", position_axes=(0, 1))
+    streamed = sliding_window_labels(pet[..., None], pointwise, windows,
+                                     position_spacing=SPACING, position_axes=(0, 1))
+    assert len(np.unique(streamed)) > 1
+    np.testing.assert_array_equal(streamed, np.asarray(whole))
 
 
 def test_the_compiled_band_program_is_reused():
