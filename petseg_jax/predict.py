@@ -13,7 +13,8 @@ training workdir (``model.json`` and its best checkpoint, restored with flax) or
 model installed with ``python -m petseg_jax.models install``. Everything about the prediction
 (spacing, normalization, mirroring, post-processing) is what the model records, so the labels are
 the ones ``evaluate`` scored. An input outside the model card (a ``--tracer`` the model never
-saw, a voxel spacing far from the training spacing) gets a warning. Any orientation, spacing and
+saw, a voxel spacing far from the training spacing, an image cropped along an axis whose
+position the model gets) gets a warning. Any orientation, spacing and
 size in; the label map comes out with the input's shape and affine, as integers, with a
 ``labels.json`` sidecar (``<case>.labels.json`` beside ``<case>.nii.gz``).
 
@@ -47,7 +48,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from petseg_jax.console import entry_point
-from petseg_jax.data import dicom, nifti
+from petseg_jax.data import dicom, nifti, position
 from petseg_jax.data import suv
 from petseg_jax.inference import installed
 from petseg_jax.inference.nifti_pipeline import (NIFTI_SUFFIXES, STATS_COLUMNS, Predictor,
@@ -99,8 +100,11 @@ def progress_bar(bar: tqdm) -> Progress:
 
 def input_warnings(spec: dict, path: Path, tracer: str | None) -> list[str]:
     """The model card's warnings for the NIfTI input ``path`` (its header only)."""
-    spacing = [float(s) for s in nifti.voxel_spacing(nifti.load_header(path).affine)]
-    return installed.card_warnings(spec["training_data"], spec["spacing"], spacing, tracer)
+    header = nifti.load_header(path)
+    spacing = [float(s) for s in nifti.ras_spacing(header.affine)]
+    extent = [float(e) for e in nifti.ras_extent(header.affine, header.shape)]
+    return installed.card_warnings(spec["training_data"], spec["spacing"], spacing, tracer,
+                                   extent, position.position_axes(spec))
 
 
 def nifti_files(inp: Path) -> list[Path]:

@@ -105,6 +105,14 @@ def ras_spacing(affine: np.ndarray) -> np.ndarray:
     return spacing
 
 
+def ras_extent(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The image's size (mm, voxels x spacing) along each axis after :func:`to_ras`."""
+    ornt = nib.io_orientation(affine)
+    extent = np.empty(3)
+    extent[ornt[:, 0].astype(int)] = voxel_spacing(affine) * np.asarray(shape[:3], np.float64)
+    return extent
+
+
 def _translation(offset: Sequence[float]) -> np.ndarray:
     t = np.eye(4)
     t[:3, 3] = offset

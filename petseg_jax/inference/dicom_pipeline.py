@@ -19,7 +19,8 @@ import nibabel as nib
 import numpy as np
 
 from petseg_jax.data import dicom
-from petseg_jax.data.nifti import voxel_spacing
+from petseg_jax.data import position
+from petseg_jax.data.nifti import ras_extent, ras_spacing
 from petseg_jax.data.suv import SuvOverrides, from_headers
 from petseg_jax.inference.dicom_output import write_rtstruct, write_seg
 from petseg_jax.inference.installed import card_warnings
@@ -46,15 +47,18 @@ def predict_series(predictor: Predictor, info: dicom.SeriesInfo, out_root: Path,
     Nothing is written when the series or its SUV headers are invalid.
     ``progress(windows_done, windows_total)`` follows the sliding window; ``stages`` gets the
     seconds per stage (as :meth:`Predictor.predict_nifti`); ``warn`` gets each model-card
-    warning (a ``tracer`` the model never saw, a spacing far from the training spacing)."""
+    warning (a ``tracer`` the model never saw, a spacing far from the training spacing, a
+    cropped image: :func:`~petseg_jax.inference.installed.card_warnings`)."""
     stages = stages or Stages()
     with stages("read"):
         volume = dicom.read_pet(info)
         if warn is not None:
             for warning in card_warnings(predictor.spec["training_data"],
                                          predictor.spec["spacing"],
-                                         [float(v) for v in voxel_spacing(volume.affine)],
-                                         tracer):
+                                         [float(v) for v in ras_spacing(volume.affine)], tracer,
+                                         [float(e) for e in ras_extent(volume.affine,
+                                                                       volume.image.shape)],
+                                         position.position_axes(predictor.spec)):
                 warn(f"series {volume.uid}: {warning}")
         if options.dicom and volume.multiframe:
             raise ValueError(f"series {volume.uid} is multi-frame PET: DICOM-SEG and RTSTRUCT "

@@ -13,6 +13,9 @@ from typing import Any
 CARD_FILE = "card.json"
 MODELS_ENV = "PETSEG_MODELS"  # overrides the install location
 SPACING_TOLERANCE = 0.25  # an input spacing more than 25 % away from the training one warns
+# along an axis with a position channel, an image this much smaller than the smallest training
+# image or larger than the largest warns (its centre, where positions are measured from, moved)
+EXTENT_TOLERANCE = 0.2
 
 
 def models_dir() -> Path:
@@ -37,10 +40,23 @@ def read_card(folder: str | Path) -> dict[str, Any] | None:
 
 
 def card_warnings(training_data: Mapping[str, Any], training_spacing: list[float],
-                  spacing: list[float], tracer: str | None = None) -> list[str]:
+                  spacing: list[float], tracer: str | None = None,
+                  extent_mm: list[float] | None = None,
+                  position_axes: tuple[int, ...] = ()) -> list[str]:
     """Why an input lies outside what the model was trained on (empty when it does not):
-    a tracer it never saw, or a voxel spacing more than 25 % from the training spacing."""
+    a tracer it never saw, a voxel spacing more than 25 % from the training spacing, or, along
+    an axis whose position the model gets (``position_axes``), an image size (``extent_mm``,
+    RAS) outside the training images' range by more than :data:`EXTENT_TOLERANCE` (records
+    from before ``training_data["extent_mm"]`` have no range to compare with)."""
     out = []
+    known = training_data.get("extent_mm")
+    for axis in position_axes if extent_mm is not None and known else ():
+        low, high = known[axis]
+        if not (1 - EXTENT_TOLERANCE) * low <= extent_mm[axis] <= (1 + EXTENT_TOLERANCE) * high:
+            out.append(f"the image is {extent_mm[axis]:.0f} mm along {'xyz'[axis]}, the training "
+                       f"images {low:.0f}-{high:.0f} mm: the model's position channels measure "
+                       "from the image's centre (the scanner's axis as reconstructed), so a "
+                       "cropped or padded image shifts them (expect lower accuracy)")
     if tracer is not None and tracer.lower() not in {t.lower() for t in
                                                      training_data["tracers"]}:
         out.append(f"tracer {tracer!r} is not one the model was trained on "

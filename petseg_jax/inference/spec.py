@@ -83,9 +83,13 @@ def to_jsonable(obj: Any) -> Any:
 
 def training_conditions(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the training cases (manifest entries) cover: tracers, centers, dose reduction
-    factors and attenuation correction (the model card's conditions)."""
+    factors, attenuation correction and, per axis, the range of image sizes in mm (the model
+    card's conditions)."""
     meta = [c["metadata"] for c in cases]
+    sizes = [[n * s for n, s in zip(c["shape"], c["spacing"])] for c in cases]
     return {"cases": len(meta),
+            "extent_mm": [[round(min(e[a] for e in sizes), 1), round(max(e[a] for e in sizes), 1)]
+                          for a in range(3)] if sizes else [],
             "tracers": sorted({str(m["tracer"]) for m in meta}),
             "centers": sorted({str(m["center"]) for m in meta}),
             "dose_reduction_factors": sorted({float(m["dose_reduction_factor"]) for m in meta}),

@@ -74,7 +74,8 @@ def test_post_processing_decisions_come_from_the_training_cases():
     spec = spec_lib.make_inference_spec(config, DEFAULT_SCHEMA, _manifest(cases), splits, "s")
     assert spec["largest_component"] is True and spec["largest_component_labels"] == [1, 3]
     assert list(spec["position_ranges"]) == ["1"] and spec["mirror_axes"] == [0]
-    assert spec["training_data"] == {"cases": 2, "tracers": ["FDG"], "centers": ["A"],
+    assert spec["training_data"] == {"cases": 2, "extent_mm": [[20.0, 20.0]] * 3,
+                                     "tracers": ["FDG"], "centers": ["A"],
                                      "dose_reduction_factors": [1.0],
                                      "attenuation_corrected": [True]}
     del cases["b"]["class_components"]  # a store from before the counts: an error naming it
@@ -147,3 +148,20 @@ def test_a_format_2_record_has_no_body_box(valid_spec):
 def test_to_jsonable():
     assert spec_lib.to_jsonable({"a": (1, np.float32(2.5)), 3: np.arange(2)}) == \
         {"a": [1, 2.5], "3": [0, 1]}
+
+
+def test_card_warns_when_an_image_is_cut_along_an_axis_with_a_position_channel():
+    """An "xy" model trained on 650 mm-wide images: a 300 mm-wide crop warns (its centre moved),
+    a shorter scan does not (z has no channel), and neither does an image as wide as those."""
+    from petseg_jax.inference.installed import card_warnings
+
+    trained = {"tracers": ["FDG"], "extent_mm": [[648.0, 660.0], [648.0, 660.0], [900.0, 1980.0]]}
+    spacing = [6.0, 6.0, 6.0]
+    assert card_warnings(trained, spacing, spacing, "FDG", [654.0, 654.0, 600.0], (0, 1)) == []
+    warnings = card_warnings(trained, spacing, spacing, "FDG", [300.0, 654.0, 1000.0], (0, 1))
+    assert len(warnings) == 1 and "300 mm along x, the training images 648-660 mm" in warnings[0]
+    assert card_warnings(trained, spacing, spacing, "FDG", [300.0, 654.0, 1000.0], ()) == []
+    assert len(card_warnings(trained, spacing, spacing, "FDG", [654.0, 654.0, 600.0],
+                             (0, 1, 2))) == 1  # "xyz": a 60 cm scan is shorter than any trained
+    old_record = {"tracers": ["FDG"]}  # from before extent_mm: nothing to compare with
+    assert card_warnings(old_record, spacing, spacing, "FDG", [300.0, 654.0, 600.0], (0, 1)) == []
