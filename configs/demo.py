@@ -45,12 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
     # validation Dice 0.322 +- 0.021 vs 0.408 +- 0.038 (BUILD_NOTES.md, session 10). At 3x the
     # steps it no longer costs anything and finds the brain (session 11), but not within 15 minutes.
     data.class_sampling = "uniform"
-    # Transaxial position channels: each voxel's X and Y offsets from the scanner's axis, which
-    # mean the same on a total-body, a 106 cm and a skull-base-to-thigh scan. Validation Dice
-    # (4 cases, seeds 0/1/2): 0.461/0.438/0.460 vs 0.420/0.436/0.365 with the PET alone
-    # (BUILD_NOTES.md, session 13). No Z channel: an axial offset from the scan centre means
-    # another place in the body on each field of view (issue 15).
-    data.position_channels = "xy"
+    # No position channels. An axial offset from the scan centre means another place in the body
+    # on a total-body, a 106 cm and a skull-base-to-thigh scan (issue 15). The transaxial offsets
+    # ("xy") mean the same on each, but they did not help here: validation Dice 0.395 +- 0.032
+    # with them against 0.404 +- 0.031 without, same seeds 0-3 (BUILD_NOTES.md, session 13).
+    data.position_channels = ""
     data.workers = 0
     data.val_cases = 2
 
