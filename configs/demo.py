@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.class_sampling = "uniform"
     # No position channels. An axial offset from the scan centre means another place in the body
     # on a total-body, a 106 cm and a skull-base-to-thigh scan (issue 15). The transaxial offsets
-    # ("xy") mean the same on each, but they did not help here: validation Dice 0.395 +- 0.032
+    # ("xy") mean the same on each, but they did not help here: validation Dice 0.395 +- 0.031
     # with them against 0.404 +- 0.031 without, same seeds 0-3 (BUILD_NOTES.md, session 13).
     data.position_channels = ""
     data.workers = 0
