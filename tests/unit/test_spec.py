@@ -49,7 +49,6 @@ def test_spec_from_config_is_json_and_valid(tmp_path):
                                                  _manifest(), NO_SPLITS, tmp_path)
     assert with_position["in_channels"] == 3 and with_position["position_channels"] == "xy"
     assert spec_lib.check_spec(with_position) == with_position
-    assert spec_lib.check_spec(with_position) == with_position
 
 
 def test_spacing_is_the_stores():
